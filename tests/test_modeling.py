@@ -52,6 +52,12 @@ def test_output_shapes(overrides, batch_size, image_size):
         torch.testing.assert_close(attention.sum(-1), torch.ones(attention.shape[:-1]))
 
 
+def test_trainer_sees_only_labels_as_targets():
+    from transformers.utils.generic import find_labels
+
+    assert find_labels(HSVLTForMultiLabelClassification) == ["labels"]
+
+
 def test_base_model_outputs(config):
     model = HSVLTModel(config).eval()
     outputs = model(torch.rand(2, 3, 64, 64))
@@ -146,15 +152,15 @@ def test_save_and_load_round_trip(config, tmp_path):
     assert reloaded.config.auto_map["AutoModelForImageClassification"] == "modeling_hsvlt.HSVLTForMultiLabelClassification"
 
 
-def test_label_embeddings_argument_overrides_buffer(config):
+def test_class_embeddings_argument_overrides_buffer(config):
     model = build(config)
     pixel_values = torch.rand(2, 3, 64, 64)
     other = torch.randn(5, 12)
-    with_argument = model(pixel_values, label_embeddings=other).logits
+    with_argument = model(pixel_values, class_embeddings=other).logits
     model.hsvlt.label_embeddings.weight.copy_(other)
     torch.testing.assert_close(with_argument, model(pixel_values).logits)
-    with pytest.raises(ValueError, match=r"label_embeddings.*\(5, 12\).*got \(5, 11\)"):
-        model(pixel_values, label_embeddings=torch.randn(5, 11))
+    with pytest.raises(ValueError, match=r"class_embeddings.*\(5, 12\).*got \(5, 11\)"):
+        model(pixel_values, class_embeddings=torch.randn(5, 11))
 
 
 def test_set_label_embeddings_keeps_known_rows(config):

@@ -1,5 +1,7 @@
 """HSVLT model configuration."""
 
+from typing import ClassVar
+
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
@@ -56,6 +58,7 @@ class HSVLTConfig(PreTrainedConfig):
     ```"""
 
     model_type = "hsvlt"
+    keys_to_ignore_at_inference: ClassVar[list[str]] = ["multimodal_features"]
 
     num_channels: int = 3
     patch_size: int = 4

@@ -1,14 +1,35 @@
 """Conversion of the authors' HSVLT checkpoints (github.com/NaturalKnight/HSVLT, `models/hsvlt.py`) to ours.
 
 The authors' state dict uses ConvNeXt's original names (`downsample_layers`, `stages.{s}.{b}`) plus `attn`, `res_gate`,
-`langs` and `text_head2`; see `../shared/reference/hsvlt.md`. Keys their forward never uses are dropped.
+`langs` and `text_head2`; see `../shared/reference/hsvlt.md`. Keys their forward never uses are dropped. The same
+renaming serves the original ConvNeXt `.pth` format (see `backbone.py`), whose keys are the visual part of theirs.
+
+```bash
+hsvlt-convert best_model.pth --labels data/coco/label.txt --label-embeddings data/coco/bert.npy --output hsvlt-s-coco
+```
 """
 
+import os
+import pickle
 import re
+from pathlib import Path
 
 import torch
 
 from .configuration_hsvlt import HSVLTConfig
+from .hub import prepare_for_push
+from .image_processing_hsvlt import HSVLTImageProcessor
+from .label_embeddings import load_label_embeddings, read_label_names
+from .modeling_hsvlt import HSVLTForMultiLabelClassification
+
+STATE_DICT_WRAPPER_KEYS = ("model", "state_dict")
+"""Keys under which training scripts commonly nest the state dict in a `.pth` file (`{'model': state_dict}`)."""
+
+_MAX_LISTED_KEYS = 8
+_CONVNEXT_HINT = (
+    ". It looks like a plain ConvNeXt checkpoint (no label projections or head): start a new HSVLT from it with "
+    "`transformers_hsvlt.backbone.build_hsvlt_from_convnext` and train it."
+)
 
 UNUSED_KEY_PATTERN = re.compile(r"^(norm|head|attn|fuse)\.|^stages\.\d+\.\d+\.(mlp|norm2)\.")
 
@@ -33,8 +54,11 @@ _LANGS_KEY = re.compile(r"^langs\.(\d+)\.(weight|bias)$")
 _HEAD_KEY = re.compile(r"^text_head2\.(weight|bias)$")
 
 
-def _rename(key: str) -> str | None:
-    """Our name for one of the authors' keys, or None if the key is not part of their architecture."""
+def rename_authors_key(key: str) -> str | None:
+    """
+    Our name for one of the authors' keys (the name in [`HSVLTForMultiLabelClassification`]), or None if the key is
+    not part of their architecture. ConvNeXt's original keys get the names of HSVLT's visual hierarchy.
+    """
     if match := _BLOCK_KEY.match(key):
         stage, block, module, kind = match.groups()
         if module in _BLOCK_RENAMES:
@@ -68,7 +92,7 @@ def convert_authors_state_dict(state_dict: dict[str, torch.Tensor]) -> tuple[dic
     for key, tensor in state_dict.items():
         if UNUSED_KEY_PATTERN.match(key):
             continue
-        new_key = _rename(key)
+        new_key = rename_authors_key(key)
         if new_key is None:
             unexpected.append(key)
             continue
@@ -86,12 +110,16 @@ def infer_config_from_authors_state_dict(
     for key in state_dict:
         if match := _GAMMA_KEY.match(key):
             stage_blocks.setdefault(int(match.group(1)), set()).add(int(match.group(2)))
-    missing = [key for key in ("downsample_layers.0.0.weight", "langs.0.weight", "text_head2.weight") if key not in state_dict]
+    missing = [
+        key for key in ("downsample_layers.0.0.weight", "langs.0.weight", "text_head2.weight") if key not in state_dict
+    ]
     if missing or not stage_blocks:
+        _, unexpected = convert_authors_state_dict(state_dict)
         raise ValueError(
             "Not an HSVLT checkpoint in the authors' format: "
             + (f"missing {missing}" if missing else "no `stages.{s}.{b}.gamma` keys")
-            + "."
+            + (f"; unexpected keys: {_listed(unexpected)}" if unexpected else "")
+            + (_CONVNEXT_HINT if "downsample_layers.0.0.weight" in state_dict and "langs.0.weight" in missing else ".")
         )
     num_stages = max(stage_blocks) + 1
     depths = [len(stage_blocks.get(stage, ())) for stage in range(num_stages)]
@@ -108,3 +136,184 @@ def infer_config_from_authors_state_dict(
         num_attention_heads=num_attention_heads,
         **config_kwargs,
     )
+
+
+def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """
+    Load a PyTorch `.pth` checkpoint holding a state dict, or a dict wrapping it under `"model"` or `"state_dict"`.
+
+    The file is read with `torch.load(path, map_location="cpu", weights_only=True)` only: a file holding anything
+    else than tensors and plain containers (e.g. pickled code) is refused, never executed.
+
+    Raises:
+        `FileNotFoundError`: `path` does not exist.
+        `ValueError`: the file is not a PyTorch checkpoint, holds pickled objects, or is not a mapping of names to
+            tensors. The message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint file {path} does not exist.")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        refused = _refused_global(error)
+        if refused is None:
+            raise ValueError(
+                f"{path} is not a PyTorch checkpoint readable by torch.load(weights_only=True)."
+            ) from error
+        raise ValueError(
+            f"{path} was refused by torch.load(weights_only=True): it holds pickled objects other than tensors "
+            f"({refused}). Only plain state dicts are loaded, so no code from the file was run."
+        ) from error
+    except (RuntimeError, EOFError, OSError) as error:
+        raise ValueError(f"{path} is not a PyTorch checkpoint readable by torch.load: {error}") from error
+    return _unwrap_state_dict(loaded, path)
+
+
+def _refused_global(error: pickle.UnpicklingError) -> str | None:
+    """The first sentence of the line of torch's weights-only error naming the refused global (without its advice
+    to allow-list it), or None when the error is not about a global."""
+    line = next((line.strip() for line in str(error).splitlines() if "GLOBAL" in line), None)
+    return None if line is None else line.split(". ")[0].rstrip(".")
+
+
+def _unwrap_state_dict(loaded, path: Path) -> dict[str, torch.Tensor]:
+    """The state dict, unwrapped from `{"model": ...}` or `{"state_dict": ...}`; checked to map str to tensors."""
+    if isinstance(loaded, dict):
+        for key in STATE_DICT_WRAPPER_KEYS:
+            if isinstance(loaded.get(key), dict):
+                loaded = loaded[key]
+                break
+    if not isinstance(loaded, dict) or not loaded:
+        raise ValueError(
+            f"{path} does not hold a state dict: expected a non-empty dict of tensors (optionally under "
+            f"{' or '.join(map(repr, STATE_DICT_WRAPPER_KEYS))}), got {type(loaded).__name__}"
+            + (" (empty)" if isinstance(loaded, dict) else "")
+            + "."
+        )
+    not_tensors = [str(key) for key, value in loaded.items() if not isinstance(key, str) or not torch.is_tensor(value)]
+    if not_tensors:
+        raise ValueError(f"{path} is not a state dict: these entries are not named tensors: {_listed(not_tensors)}.")
+    return loaded
+
+
+def _listed(keys) -> str:
+    """A short, sorted listing of keys for an error message."""
+    keys = sorted(keys)
+    shown = ", ".join(keys[:_MAX_LISTED_KEYS])
+    return shown + (f", ... ({len(keys) - _MAX_LISTED_KEYS} more)" if len(keys) > _MAX_LISTED_KEYS else "")
+
+
+def convert_authors_checkpoint(
+    checkpoint_path: str | os.PathLike,
+    label_file: str | os.PathLike,
+    label_embeddings_path: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    num_attention_heads: int = 1,
+    image_processor_kwargs: dict | None = None,
+) -> HSVLTForMultiLabelClassification:
+    r"""
+    Convert a checkpoint of the authors' code (github.com/NaturalKnight/HSVLT) to a self-contained Hugging Face
+    checkpoint directory: weights (safetensors), config with `auto_map`, the remote-code files, the image processor
+    and a model card. Load the result with
+    `AutoModelForImageClassification.from_pretrained(output_dir, trust_remote_code=True)`.
+
+    Args:
+        checkpoint_path (`str` or `os.PathLike`):
+            The authors' `.pth` (their `best_model.pth`): a state dict, or a dict holding it under `"model"` or
+            `"state_dict"`. Read with `torch.load(weights_only=True)`; files holding pickled code are refused.
+        label_file (`str` or `os.PathLike`):
+            Their `label.txt`: one class name per line, in the order of the head's rows.
+        label_embeddings_path (`str` or `os.PathLike`):
+            Their label-embedding `.npy` (e.g. `bert.npy`), `(num_labels, 768)`; label embeddings are not in their
+            state dict.
+        output_dir (`str` or `os.PathLike`):
+            Directory to write the converted checkpoint to (created if needed; existing files are overwritten).
+        num_attention_heads (`int`, *optional*, defaults to 1):
+            IVLA heads of the trained model (1 in the released configuration); the weights do not reveal it.
+        image_processor_kwargs (`dict`, *optional*):
+            Arguments of the saved [`HSVLTImageProcessor`]; the default is the authors' preprocessing (448x448,
+            values in [0, 1], no normalisation).
+
+    Returns:
+        The converted [`HSVLTForMultiLabelClassification`], in eval mode.
+
+    Raises:
+        `FileNotFoundError`: an input file does not exist.
+        `ValueError`: the checkpoint is refused or does not match the HSVLT architecture (the message names the
+            missing, unexpected and mis-shaped keys), or the label file, head and label embeddings disagree on the
+            number of labels or the embedding width.
+    """
+    state_dict = load_state_dict_file(checkpoint_path)
+    try:
+        config = infer_config_from_authors_state_dict(state_dict, num_attention_heads=num_attention_heads)
+    except ValueError as error:
+        raise ValueError(f"{checkpoint_path}: {error}") from error
+    names = read_label_names(label_file)
+    embeddings = load_label_embeddings(label_embeddings_path, expected_width=config.label_embedding_size)
+    _check_label_counts(
+        {
+            f"{label_file} (label names)": len(names),
+            f"{checkpoint_path} (rows of text_head2.weight)": config.num_labels,
+            f"{label_embeddings_path} (label embeddings)": embeddings.shape[0],
+        }
+    )
+    config.id2label = dict(enumerate(names))
+    config.label2id = {name: index for index, name in enumerate(names)}
+
+    model = HSVLTForMultiLabelClassification(config)
+    converted = _checked_conversion(state_dict, model, checkpoint_path)
+    converted["hsvlt.label_embeddings.weight"] = torch.from_numpy(embeddings)
+    model.load_state_dict(converted, strict=True)
+    model.eval()
+    image_processor = HSVLTImageProcessor(**(image_processor_kwargs or {}))
+    prepare_for_push(
+        model,
+        image_processor,
+        output_dir,
+        provenance=f"Converted with `hsvlt-convert` from the authors' checkpoint `{Path(checkpoint_path).name}` "
+        "(github.com/NaturalKnight/HSVLT).",
+    )
+    return model
+
+
+def _check_label_counts(counts: dict[str, int]) -> None:
+    """Raise a `ValueError` listing every source and its count unless all the label counts agree."""
+    if len(set(counts.values())) > 1:
+        listed = "; ".join(f"{source}: {count}" for source, count in counts.items())
+        raise ValueError(f"The number of labels disagrees between the inputs: {listed}.")
+
+
+def _checked_conversion(
+    state_dict: dict[str, torch.Tensor], model: HSVLTForMultiLabelClassification, checkpoint_path
+) -> dict[str, torch.Tensor]:
+    """
+    Our state dict (without the label-embedding buffer) from the authors' one, after checking it has exactly the
+    tensors of `model`, with the right shapes.
+    """
+    converted, unexpected = convert_authors_state_dict(state_dict)
+    expected = {name: tensor.shape for name, tensor in model.state_dict().items()}
+    expected.pop("hsvlt.label_embeddings.weight")
+    missing = set(expected) - set(converted)
+    unexpected = unexpected + [key for key in converted if key not in expected]
+    mismatched = [
+        f"{key} {tuple(converted[key].shape)} (expected {tuple(shape)})"
+        for key, shape in expected.items()
+        if key in converted and converted[key].shape != shape
+    ]
+    problems = [
+        f"{title}: {_listed(keys)}"
+        for title, keys in (
+            ("missing tensors (our names)", missing),
+            ("unexpected keys", unexpected),
+            ("tensors of the wrong shape", mismatched),
+        )
+        if keys
+    ]
+    if problems:
+        config = model.config
+        raise ValueError(
+            f"{checkpoint_path} does not match the HSVLT architecture read from it (depths {config.depths}, widths "
+            f"{config.hidden_sizes}, {config.num_labels} labels): " + "; ".join(problems) + "."
+        )
+    return converted

@@ -148,8 +148,17 @@ class HSVLTVisualLinguisticAttention(nn.Module):
     `m = GELU(project_mm(GELU(vis_project(t)) * o))`; `m` is the per-label multi-modal feature.
 
     Folded form (`config.fold_label_attention`, exact): per head `h`, `query_h(t) key_h(v)^T = (query_h(t) W_key_h) v^T`
-    and `a (v W_value_h^T) = (a v) W_value_h^T`, so the key and value projections are applied to the `K` label-side
-    vectors instead of the `H*W` visual tokens (80 instead of 12,544 vectors at stage 1 for 448x448 COCO).
+    and `a_h (v W_value_h^T) = (a_h v) W_value_h^T`, so the key and value projections are applied to the `K` label-side
+    vectors instead of the `H*W` visual tokens (80 instead of 12,544 vectors at stage 1 for 448x448 COCO). The `heads`
+    folded queries of a label, each `C` wide, are stacked as `heads * K` rows attending to the un-split tokens, so the
+    tokens are never copied, expanded per head or projected. The logits then cost `heads * K * H*W * C` multiply-adds
+    instead of `K * H*W * C`: folding saves work when `K * C + (heads - 1) * K * H*W < H*W * C`, always the case for
+    HSVLT-S (one head, 80 labels, H*W >= 196 at 448x448).
+
+    Both forms scale the queries by `(C / heads)^-0.5` before the product with the keys instead of scaling the logits
+    (the same values, up to float rounding), and compute the attention explicitly (two batched matmuls and a softmax):
+    with `K` queries against up to 12,544 tokens this was faster on CPU than `scaled_dot_product_attention`, which
+    needs the tokens copied to a contiguous layout, and the attention map is then available at no extra cost.
     """
 
     def __init__(self, config: HSVLTConfig, dim: int):
@@ -165,36 +174,42 @@ class HSVLTVisualLinguisticAttention(nn.Module):
         self.vis_project = nn.Linear(dim, dim)
         self.project_mm = nn.Linear(dim, dim)
 
-    def _split_heads(self, features: torch.Tensor) -> torch.Tensor:
-        """(B, L, C) -> (B, heads, L, head_dim)"""
-        batch_size, length, _ = features.shape
-        return features.view(batch_size, length, self.num_heads, self.head_dim).transpose(1, 2)
+    @staticmethod
+    def _attend(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention of already scaled `queries` `(..., L, D)` over `keys` and `values` `(..., N, D)`: returns the
+        attended values `(..., L, D)` and the attention map `(..., L, N)`."""
+        attention_probs = torch.softmax(torch.matmul(queries, keys.transpose(-1, -2)), dim=-1)
+        return torch.matmul(attention_probs, values), attention_probs
 
-    def _head_weights(self, linear: nn.Linear) -> torch.Tensor:
-        """Weight of a projection split per head: (heads, head_dim, C)."""
-        return linear.weight.view(self.num_heads, self.head_dim, -1)
+    def _attention_folded(self, queries: torch.Tensor, visual_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scaled queries `(B, K, C)` and tokens `(B, H*W, C)` -> context `(B, K, C)` (the input of `proj`) and the
+        attention map `(B, heads, K, H*W)`. The reshapes around the two weight products are views when `heads == 1`."""
+        batch_size, num_labels, dim = queries.shape
+        heads, head_dim = self.num_heads, self.head_dim
+        queries = queries.reshape(batch_size * num_labels, heads, head_dim).transpose(0, 1)  # (heads, B*K, d)
+        folded_queries = torch.bmm(queries, self.key.weight.view(heads, head_dim, dim))  # (heads, B*K, C)
+        folded_queries = folded_queries.view(heads, batch_size, num_labels, dim).transpose(0, 1)
+        attended_tokens, attention_probs = self._attend(
+            folded_queries.reshape(batch_size, heads * num_labels, dim), visual_tokens, visual_tokens
+        )  # (B, heads*K, C), (B, heads*K, H*W)
+        attended_tokens = attended_tokens.view(batch_size, heads, num_labels, dim).transpose(0, 1)
+        value_weight = self.value.weight.view(heads, head_dim, dim).transpose(1, 2)  # (heads, C, d)
+        context = torch.bmm(attended_tokens.reshape(heads, batch_size * num_labels, dim), value_weight)
+        context = context.view(heads, batch_size, num_labels, head_dim).permute(1, 2, 0, 3)
+        return context.reshape(batch_size, num_labels, dim), attention_probs.unflatten(1, (heads, num_labels))
 
-    def _attend(
-        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, output_attentions: bool
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Scaled dot-product attention; the explicit form when the attention map is wanted, SDPA otherwise."""
-        if not output_attentions:
-            return F.scaled_dot_product_attention(query, key, value, scale=self.scale), None
-        attention_probs = torch.softmax(torch.matmul(query, key.transpose(-1, -2)) * self.scale, dim=-1)
-        return torch.matmul(attention_probs, value), attention_probs
+    def _attention_straightforward(
+        self, queries: torch.Tensor, visual_tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The authors' form, with the same inputs and outputs as `_attention_folded`."""
+        batch_size, num_labels, dim = queries.shape
 
-    def _attention_folded(self, queries: torch.Tensor, visual_tokens: torch.Tensor, output_attentions: bool):
-        batch_size, num_tokens, dim = visual_tokens.shape
-        folded_queries = torch.matmul(queries, self._head_weights(self.key))  # (B, heads, K, C)
-        tokens = visual_tokens.unsqueeze(1).expand(batch_size, self.num_heads, num_tokens, dim)
-        attended_tokens, attention_probs = self._attend(folded_queries, tokens, tokens, output_attentions)
-        context = torch.matmul(attended_tokens, self._head_weights(self.value).transpose(-1, -2))  # (B, heads, K, d)
-        return context, attention_probs
+        def split_heads(features):  # (B, L, C) -> (B, heads, L, d)
+            return features.view(batch_size, -1, self.num_heads, self.head_dim).transpose(1, 2)
 
-    def _attention_straightforward(self, queries: torch.Tensor, visual_tokens: torch.Tensor, output_attentions: bool):
-        keys = self._split_heads(self.key(visual_tokens))
-        values = self._split_heads(self.value(visual_tokens))
-        return self._attend(queries, keys, values, output_attentions)
+        keys, values = split_heads(self.key(visual_tokens)), split_heads(self.value(visual_tokens))
+        context, attention_probs = self._attend(split_heads(queries), keys, values)
+        return context.transpose(1, 2).reshape(batch_size, num_labels, dim), attention_probs
 
     def forward(
         self, label_features: torch.Tensor, visual_tokens: torch.Tensor, output_attentions: bool = False
@@ -202,20 +217,18 @@ class HSVLTVisualLinguisticAttention(nn.Module):
         """
         Args:
             label_features: `(B, K, C)`.
-            visual_tokens: `(B, H*W, C)`.
+            visual_tokens: `(B, H*W, C)`, any strides (e.g. a view of a channels-first or channels-last map).
         Returns:
             The multi-modal features `(B, K, C)` and, if `output_attentions`, the attention map `(B, heads, K, H*W)`.
         """
-        batch_size, num_labels, dim = label_features.shape
-        queries = self._split_heads(self.query(label_features))
+        queries = self.query(label_features) * self.scale
         if self.config.fold_label_attention:
-            context, attention_probs = self._attention_folded(queries, visual_tokens, output_attentions)
+            context, attention_probs = self._attention_folded(queries, visual_tokens)
         else:
-            context, attention_probs = self._attention_straightforward(queries, visual_tokens, output_attentions)
-        attended = self.proj(context.transpose(1, 2).reshape(batch_size, num_labels, dim))
+            context, attention_probs = self._attention_straightforward(queries, visual_tokens)
         label_gate = F.gelu(self.vis_project(label_features))
-        multimodal_features = F.gelu(self.project_mm(label_gate * attended))
-        return multimodal_features, attention_probs
+        multimodal_features = F.gelu(self.project_mm(label_gate * self.proj(context)))
+        return multimodal_features, attention_probs if output_attentions else None
 
 
 class HSVLTLabelResidualGate(nn.Module):
@@ -415,21 +428,21 @@ class HSVLTModel(HSVLTPreTrainedModel):
                 f"(patch_size {self.config.patch_size}, {self.config.num_stages} stages), got {tuple(pixel_values.shape[-2:])}."
             )
 
-    def _label_features(self, label_embeddings: torch.Tensor | None, batch_size: int, dtype: torch.dtype):
-        if label_embeddings is None:
+    def _label_features(self, class_embeddings: torch.Tensor | None, batch_size: int, dtype: torch.dtype):
+        if class_embeddings is None:
             return self.label_embeddings(batch_size).to(dtype)
         expected = (self.config.num_labels, self.config.label_embedding_size)
-        if label_embeddings.shape[-2:] != expected or label_embeddings.ndim not in (2, 3):
+        if class_embeddings.shape[-2:] != expected or class_embeddings.ndim not in (2, 3):
             raise ValueError(
-                f"`label_embeddings` must have shape {expected} or (batch_size, *{expected}), got {tuple(label_embeddings.shape)}."
+                f"`class_embeddings` must have shape {expected} or (batch_size, *{expected}), got {tuple(class_embeddings.shape)}."
             )
-        return label_embeddings.to(dtype).expand(batch_size, *expected)
+        return class_embeddings.to(dtype).expand(batch_size, *expected)
 
     @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
-        label_embeddings: torch.Tensor | None = None,
+        class_embeddings: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         **kwargs,
@@ -438,8 +451,10 @@ class HSVLTModel(HSVLTPreTrainedModel):
         Args:
             pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
                 Images, as produced by [`HSVLTImageProcessor`] (values in [0, 1] with the authors' preprocessing).
-            label_embeddings (`torch.FloatTensor` of shape `(num_labels, label_embedding_size)`, *optional*):
-                Label-name embeddings to use instead of the model's own buffer (also `(batch_size, num_labels, ...)`).
+            class_embeddings (`torch.FloatTensor` of shape `(num_labels, label_embedding_size)`, *optional*):
+                Label-name embeddings to use instead of the model's own `label_embeddings` buffer (also
+                `(batch_size, num_labels, label_embedding_size)`). Not called `label_*`: `Trainer` treats every forward
+                argument whose name contains "label" as a target.
             output_attentions (`bool`, *optional*):
                 Return the IVLA attention map of every block.
             output_hidden_states (`bool`, *optional*):
@@ -450,7 +465,7 @@ class HSVLTModel(HSVLTPreTrainedModel):
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
         hidden_states = self.embeddings(pixel_values)
-        label_features = self._label_features(label_embeddings, pixel_values.shape[0], hidden_states.dtype)
+        label_features = self._label_features(class_embeddings, pixel_values.shape[0], hidden_states.dtype)
         return self.encoder(hidden_states, label_features, output_attentions, output_hidden_states)
 
 
@@ -495,7 +510,7 @@ class HSVLTForMultiLabelClassification(HSVLTPreTrainedModel):
         self,
         pixel_values: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-        label_embeddings: torch.Tensor | None = None,
+        class_embeddings: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         **kwargs,
@@ -507,12 +522,12 @@ class HSVLTForMultiLabelClassification(HSVLTPreTrainedModel):
             labels (`torch.FloatTensor` of shape `(batch_size, num_labels)`, *optional*):
                 1 for a present label, 0 for an absent one, -1 to leave the entry out of the loss (e.g. VOC
                 "difficult" objects). Soft targets in [0, 1] are accepted.
-            label_embeddings, output_attentions, output_hidden_states:
+            class_embeddings, output_attentions, output_hidden_states:
                 As in [`HSVLTModel`].
         """
         outputs = self.hsvlt(
             pixel_values,
-            label_embeddings=label_embeddings,
+            class_embeddings=class_embeddings,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
         )

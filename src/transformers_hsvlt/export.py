@@ -1,0 +1,77 @@
+"""ONNX export of the HSVLT classifier: `pixel_values` in, `logits` out."""
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .modeling_hsvlt import HSVLTForMultiLabelClassification
+
+
+class HSVLTLogits(nn.Module):
+    """The classifier's forward reduced to `pixel_values (B, C, H, W) -> logits (B, num_labels)`, with the label
+    embeddings of the model's buffer (the exported graph holds them as a constant)."""
+
+    def __init__(self, model: HSVLTForMultiLabelClassification):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values).logits
+
+
+def export_onnx(
+    model: HSVLTForMultiLabelClassification,
+    output_path: str | Path,
+    image_size: int | None = None,
+    batch_size: int = 1,
+    dynamic_batch: bool = True,
+    opset: int | None = None,
+) -> Path:
+    """
+    Export the classifier to ONNX with `torch.onnx.export(..., dynamo=True)`: one input `pixel_values` (float32,
+    `(batch_size, num_channels, image_size, image_size)`, preprocessed as for the PyTorch model) and one output
+    `logits` (`(batch_size, num_labels)`; apply a sigmoid for probabilities). The graph is traced in eval mode on the
+    model's device and dtype; the weights and label embeddings are stored in the file (about 390 MB for HSVLT-S).
+
+    Args:
+        model: The classifier to export; left in the train/eval mode it was in.
+        output_path: Where to write the `.onnx` file (parent directories are created).
+        image_size: Height and width of the exported input; defaults to `model.config.image_size`.
+        batch_size: The batch size of the exported input when `dynamic_batch=False`; with `dynamic_batch=True` it
+            is only the batch traced (at least 2, as a batch of 1 would be specialised).
+        dynamic_batch: Whether the batch dimension is symbolic (`batch_size`) in the ONNX graph.
+        opset: ONNX opset version; `None` lets `torch.onnx` pick its default.
+
+    Returns:
+        The path of the written file.
+    """
+    output_path = Path(output_path)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    image_size = image_size or model.config.image_size
+    traced_batch = max(batch_size, 2) if dynamic_batch else batch_size
+    parameter = next(model.parameters())
+    pixel_values = torch.rand(
+        traced_batch, model.config.num_channels, image_size, image_size, device=parameter.device, dtype=parameter.dtype
+    )
+    dynamic_shapes = {"pixel_values": {0: torch.export.Dim("batch_size")}} if dynamic_batch else None
+    was_training = model.training
+    try:
+        torch.onnx.export(
+            HSVLTLogits(model).eval(),
+            (pixel_values,),
+            output_path,
+            input_names=["pixel_values"],
+            output_names=["logits"],
+            opset_version=opset,
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+            dynamic_shapes=dynamic_shapes,
+        )
+    finally:
+        model.train(was_training)
+    return output_path
+
+
+__all__ = ["export_onnx"]

@@ -1,0 +1,410 @@
+"""
+Sharing HSVLT checkpoints on the Hugging Face Hub: the model card, the folder to upload, and the upload.
+
+A shared HSVLT checkpoint is remote code: its `config.json` has an `auto_map` and the folder holds
+`configuration_hsvlt.py`, `modeling_hsvlt.py` and `image_processing_hsvlt.py`, so that anyone can load it with
+`trust_remote_code=True` without installing this package.
+
+```python
+>>> from transformers_hsvlt.hub import prepare_for_push, push_checkpoint_to_hub
+
+>>> prepare_for_push(model, image_processor, "hsvlt-s-voc2007", base_model="facebook/convnext-small-384-22k-1k",
+...                  dataset_name="voc2007", metrics={"mAP": 95.1})
+>>> push_checkpoint_to_hub("hsvlt-s-voc2007", "my-user/hsvlt-s-voc2007")
+```
+
+`model.push_to_hub(repo_id)` and `image_processor.push_to_hub(repo_id)` also make a loadable repository (the
+remote-code modules travel with them), but the card they upload is transformers' generic one unless the repository
+already has a card.
+
+With `Trainer`: `Trainer.push_to_hub` (also called by `Trainer.save_model` when `push_to_hub=True`) writes and uploads
+its own card. Call `save_model_card(output_dir, ...)` after training and upload the folder with
+`push_checkpoint_to_hub(output_dir, repo_id)` last, so that the repository ends with the HSVLT card.
+"""
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from .configuration_hsvlt import HSVLTConfig
+from .image_processing_hsvlt import HSVLTImageProcessor
+from .modeling_hsvlt import HSVLTPreTrainedModel
+
+
+REMOTE_CODE_FILES = ("configuration_hsvlt.py", "modeling_hsvlt.py", "image_processing_hsvlt.py")
+"""The modules copied next to the weights, imported by `from_pretrained(..., trust_remote_code=True)`."""
+
+CARD_TAGS = ["image-classification", "multi-label-classification", "hsvlt", "vision-language"]
+
+HSVLT_BIBTEX = """@inproceedings{ouyang2023hsvlt,
+  title         = {{HSVLT}: Hierarchical Scale-Aware Vision-Language Transformer for Multi-Label Image Classification},
+  author        = {Ouyang, Shuyi and Wang, Hongyi and Niu, Ziwei and Bai, Zhenjia and Xie, Shiao and Xu, Yingying and
+                   Tong, Ruofeng and Chen, Yen-Wei and Lin, Lanfen},
+  booktitle     = {Proceedings of the 31st ACM International Conference on Multimedia (MM '23)},
+  year          = {2023},
+  eprint        = {2407.16244},
+  archivePrefix = {arXiv},
+  primaryClass  = {cs.CV}
+}"""
+
+TRAINING_ARGUMENTS_IN_CARD = (
+    "learning_rate",
+    "weight_decay",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "num_train_epochs",
+    "max_steps",
+    "lr_scheduler_type",
+    "warmup_steps",
+    "optim",
+    "seed",
+    "bf16",
+    "fp16",
+)
+"""The `TrainingArguments` fields listed in the card (all entries of a plain mapping are listed)."""
+
+_TRAINER_BOOKKEEPING_SUFFIXES = ("runtime", "samples_per_second", "steps_per_second", "epoch")
+
+
+def create_model_card(
+    model: HSVLTPreTrainedModel | HSVLTConfig,
+    *,
+    base_model: str | None = None,
+    dataset_name: str | None = None,
+    metrics: Mapping[str, float] | None = None,
+    per_class_ap: Mapping[str, float] | Sequence[float] | None = None,
+    training_args=None,
+    repo_id: str | None = None,
+    provenance: str | None = None,
+) -> ModelCard:
+    r"""
+    The model card of an HSVLT checkpoint: metadata (library, pipeline tag, tags, license, base model, datasets and
+    evaluation results), labels, architecture, training data and procedure, metrics, usage and citation.
+
+    Args:
+        model ([`HSVLTPreTrainedModel`] or [`HSVLTConfig`]):
+            The model (its configuration is enough; the parameter count is added when a model is given).
+        base_model (`str`, *optional*):
+            The backbone it was initialised from, e.g. `"facebook/convnext-small-384-22k-1k"` (a Hub id goes into the
+            metadata as `base_model`).
+        dataset_name (`str`, *optional*):
+            The training dataset, e.g. `"voc2007"` or `"coco2014"`.
+        metrics (`Mapping[str, float]`, *optional*):
+            Evaluation results, e.g. the dict returned by `Trainer.evaluate()`: the `eval_` / `test_` prefixes are
+            dropped and Trainer's bookkeeping entries (runtime, throughput, epoch) are skipped. With `dataset_name`,
+            they also go into the metadata (`model-index`), where the Hub shows them.
+        per_class_ap (`Mapping[str, float]` or `Sequence[float]`, *optional*):
+            Average precision of every label, by name or in label order.
+        training_args (`TrainingArguments` or `Mapping`, *optional*):
+            Training hyper-parameters: the fields of `TRAINING_ARGUMENTS_IN_CARD` of a `TrainingArguments`, or every
+            entry of a mapping.
+        repo_id (`str`, *optional*):
+            The Hub repository, used as the title and in the usage snippet.
+        provenance (`str`, *optional*):
+            A Markdown sentence saying where the weights come from (e.g. a conversion from the authors' checkpoint).
+
+    Returns:
+        `huggingface_hub.ModelCard`
+    """
+    config = model if isinstance(model, HSVLTConfig) else model.config
+    title = repo_id.split("/")[-1] if repo_id else "HSVLT multi-label image classifier"
+    metric_values = _card_metrics(metrics)
+    card_data = ModelCardData(
+        library_name="transformers",
+        pipeline_tag="image-classification",
+        license="apache-2.0",
+        tags=list(CARD_TAGS),
+        base_model=base_model if base_model and _is_hub_repo_id(base_model) else None,
+        datasets=[dataset_name] if dataset_name else None,
+        model_name=title,
+        eval_results=_eval_results(metric_values, dataset_name) if dataset_name else None,
+    )
+    sections = [
+        f"# {title}",
+        _introduction(base_model, dataset_name, provenance),
+        _labels_section(config),
+        _architecture_section(model, config),
+        _training_section(dataset_name, training_args),
+        _evaluation_section(metric_values, per_class_ap, config),
+        _usage_section(repo_id),
+        _CITATION_AND_LICENSE,
+    ]
+    body = "\n\n".join(section for section in sections if section)
+    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}\n")
+
+
+def save_model_card(output_dir: str | os.PathLike, model: HSVLTPreTrainedModel | None = None, **card_kwargs) -> Path:
+    """
+    Write the model card of the checkpoint in `output_dir` to `output_dir/README.md` (replacing e.g. the one
+    `Trainer` wrote) and return its path.
+
+    Args:
+        output_dir (`str` or `os.PathLike`):
+            The checkpoint directory.
+        model ([`HSVLTPreTrainedModel`], *optional*):
+            The model; by default its configuration is read from `output_dir/config.json`.
+        card_kwargs:
+            The keyword arguments of [`create_model_card`] (`base_model`, `dataset_name`, `metrics`, `per_class_ap`,
+            `training_args`, `repo_id`, `provenance`).
+    """
+    output_dir = Path(output_dir)
+    card = create_model_card(model if model is not None else HSVLTConfig.from_pretrained(output_dir), **card_kwargs)
+    path = output_dir / "README.md"
+    card.save(path)
+    return path
+
+
+def prepare_for_push(
+    model: HSVLTPreTrainedModel,
+    image_processor: HSVLTImageProcessor | None,
+    output_dir: str | os.PathLike,
+    **card_kwargs,
+) -> list[str]:
+    """
+    Write everything an HSVLT repository on the Hub holds into `output_dir`: the weights (`model.safetensors`), the
+    config with its `auto_map`, the three remote-code modules, `preprocessor_config.json` and the model card.
+
+    Args:
+        model ([`HSVLTPreTrainedModel`]):
+            The model to share.
+        image_processor ([`HSVLTImageProcessor`], *optional*):
+            Its image processor; `None` saves the default one (the authors' preprocessing).
+        output_dir (`str` or `os.PathLike`):
+            The folder to write (created if needed).
+        card_kwargs:
+            The keyword arguments of [`create_model_card`].
+
+    Returns:
+        `list[str]`: the names of the files in `output_dir`, sorted.
+    """
+    output_dir = Path(output_dir)
+    model.save_pretrained(output_dir)
+    (image_processor if image_processor is not None else HSVLTImageProcessor()).save_pretrained(output_dir)
+    save_model_card(output_dir, model, **card_kwargs)
+    _check_checkpoint_dir(output_dir)
+    return sorted(path.name for path in output_dir.iterdir() if path.is_file())
+
+
+def push_checkpoint_to_hub(
+    checkpoint_dir: str | os.PathLike,
+    repo_id: str,
+    private: bool = False,
+    token: str | None = None,
+    commit_message: str = "Upload HSVLT model",
+):
+    """
+    Upload an HSVLT checkpoint folder (e.g. written by [`prepare_for_push`], or a training output directory after
+    [`save_model_card`]) to the Hub repository `repo_id`, creating the repository if needed. Trainer's
+    `checkpoint-*` sub-folders and `_*` files are not uploaded, as in `Trainer.push_to_hub`.
+
+    Args:
+        checkpoint_dir (`str` or `os.PathLike`):
+            The folder; it must hold the files listed by [`prepare_for_push`].
+        repo_id (`str`):
+            `"user-or-org/name"`.
+        private (`bool`, *optional*, defaults to `False`):
+            Create the repository as private (no effect on an existing repository).
+        token (`str`, *optional*):
+            A Hub token with write access; defaults to the one saved by `hf auth login`.
+        commit_message (`str`, *optional*):
+            The commit message.
+
+    Returns:
+        The `huggingface_hub.CommitInfo` of the upload.
+
+    Raises:
+        `ValueError`: a file needed to load the checkpoint with `trust_remote_code=True` is missing.
+    """
+    checkpoint_dir = Path(checkpoint_dir)
+    _check_checkpoint_dir(checkpoint_dir)
+    api = HfApi(token=token)
+    repo = api.create_repo(repo_id, private=private, exist_ok=True)
+    return api.upload_folder(
+        repo_id=repo.repo_id,
+        folder_path=checkpoint_dir,
+        commit_message=commit_message,
+        ignore_patterns=["_*", f"{PREFIX_CHECKPOINT_DIR}-*"],
+    )
+
+
+def _check_checkpoint_dir(checkpoint_dir: Path) -> None:
+    """Raise a `ValueError` naming the files a shareable HSVLT checkpoint folder lacks."""
+    if not checkpoint_dir.is_dir():
+        raise ValueError(f"Checkpoint directory {checkpoint_dir} does not exist.")
+    required = ["config.json", *REMOTE_CODE_FILES, "preprocessor_config.json", "README.md"]
+    missing = [name for name in required if not (checkpoint_dir / name).is_file()]
+    if not any((checkpoint_dir / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")):
+        missing.append("model.safetensors")
+    if "config.json" not in missing and "auto_map" not in json.loads((checkpoint_dir / "config.json").read_text()):
+        missing.append("the auto_map entry of config.json")
+    if missing:
+        raise ValueError(
+            f"{checkpoint_dir} is not a complete HSVLT checkpoint for the Hub: missing {', '.join(missing)}. Write it "
+            "with transformers_hsvlt.hub.prepare_for_push (or save the model and image processor with "
+            "save_pretrained and the card with save_model_card)."
+        )
+
+
+def _is_hub_repo_id(name: str) -> bool:
+    """Whether `name` can be a Hub repository id (and is not a local path)."""
+    if os.path.exists(name):
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _card_metrics(metrics: Mapping[str, float] | None) -> dict[str, float]:
+    """The metrics to show: `eval_`/`test_` prefixes dropped, Trainer's bookkeeping entries skipped."""
+    shown = {}
+    for name, value in (metrics or {}).items():
+        name = name.removeprefix("eval_").removeprefix("test_")
+        if not name.endswith(_TRAINER_BOOKKEEPING_SUFFIXES):
+            shown[name] = value
+    return shown
+
+
+def _eval_results(metrics: dict[str, float], dataset_name: str) -> list[EvalResult] | None:
+    """The metrics as Hub `model-index` entries."""
+    results = [
+        EvalResult(
+            task_type="image-classification",
+            task_name="Multi-label image classification",
+            dataset_type=dataset_name,
+            dataset_name=dataset_name,
+            metric_type=name.lower(),
+            metric_name=name,
+            metric_value=value,
+        )
+        for name, value in metrics.items()
+    ]
+    return results or None
+
+
+def _format_value(value) -> str:
+    """A metric or hyper-parameter for a Markdown table (floats with 4 significant digits)."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _table(header: tuple[str, str], rows) -> str:
+    """A two-column Markdown table."""
+    lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
+    lines += [f"| {name} | {_format_value(value)} |" for name, value in rows]
+    return "\n".join(lines)
+
+
+def _introduction(base_model: str | None, dataset_name: str | None, provenance: str | None) -> str:
+    text = (
+        "A multi-label image classifier with the architecture of **HSVLT** (Hierarchical Scale-Aware "
+        "Vision-Language Transformer, ACM MM 2023, [arXiv:2407.16244](https://arxiv.org/abs/2407.16244)): a "
+        "ConvNeXt visual hierarchy in which every block is followed by Interactive Visual-Linguistic Attention from "
+        "the label-name embeddings to the visual tokens, Cross-Scale Aggregation of the per-label multi-modal "
+        "features of every stage, and one logit per label (sigmoid probabilities)."
+    )
+    details = []
+    if dataset_name:
+        details.append(f"Trained on **{dataset_name}**.")
+    if base_model:
+        link = f"[{base_model}](https://huggingface.co/{base_model})" if _is_hub_repo_id(base_model) else base_model
+        details.append(f"The visual hierarchy was initialised from {link}.")
+    if provenance:
+        details.append(provenance)
+    return "\n\n".join([text, " ".join(details)]) if details else text
+
+
+def _labels_section(config: HSVLTConfig) -> str:
+    names = [config.id2label[index] for index in range(config.num_labels)]
+    return f"## Labels\n\n{len(names)} labels, in output order: " + ", ".join(f"`{name}`" for name in names) + "."
+
+
+def _architecture_section(model, config: HSVLTConfig) -> str:
+    rows = [
+        (
+            "Visual hierarchy",
+            f"ConvNeXt, depths {config.depths}, widths {config.hidden_sizes}, patch {config.patch_size}",
+        ),
+        ("IVLA attention heads", config.num_attention_heads),
+        ("Label embeddings", f"{config.num_labels} x {config.label_embedding_size} (stored in the checkpoint)"),
+        ("Head", f"per-label linear over the {sum(config.hidden_sizes)}-d Cross-Scale Aggregation feature"),
+        ("Input", f"{config.image_size} x {config.image_size} RGB in [0, 1], no mean/std normalisation"),
+    ]
+    if isinstance(model, HSVLTPreTrainedModel):
+        rows.append(("Parameters", f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M"))
+    return "## Model\n\n" + _table(("Property", "Value"), rows)
+
+
+def _training_section(dataset_name: str | None, training_args) -> str | None:
+    if training_args is None:
+        return None
+    if hasattr(training_args, "to_dict"):
+        values = training_args.to_dict()
+        rows = [(name, values[name]) for name in TRAINING_ARGUMENTS_IN_CARD if name in values]
+    else:
+        rows = list(dict(training_args).items())
+    data = f"Training data: {dataset_name}.\n\n" if dataset_name else ""
+    return "## Training\n\n" + data + _table(("Hyper-parameter", "Value"), rows)
+
+
+def _evaluation_section(metrics: dict[str, float], per_class_ap, config: HSVLTConfig) -> str | None:
+    parts = []
+    if metrics:
+        parts.append(_table(("Metric", "Value"), metrics.items()))
+    if per_class_ap is not None:
+        if not isinstance(per_class_ap, Mapping):
+            per_class_ap = {config.id2label[index]: value for index, value in enumerate(per_class_ap)}
+        parts.append("Average precision per label:\n\n" + _table(("Label", "AP"), per_class_ap.items()))
+    return "## Evaluation\n\n" + "\n\n".join(parts) if parts else None
+
+
+def _usage_section(repo_id: str | None) -> str:
+    repo = repo_id or "path/to/this/checkpoint"
+    return f"""## Usage
+
+The model code is in this repository (remote code): load it with `trust_remote_code=True`.
+
+```python
+import torch
+from PIL import Image
+from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
+
+processor = AutoImageProcessor.from_pretrained("{repo}", trust_remote_code=True)
+model = AutoModelForImageClassification.from_pretrained("{repo}", trust_remote_code=True)
+
+inputs = processor(images=Image.open("image.jpg"), return_tensors="pt")
+with torch.no_grad():
+    logits = model(**inputs).logits
+print(processor.post_process_multi_label(logits, threshold=0.5, id2label=model.config.id2label))
+
+# or with the pipeline: the 5 most likely labels, each with its own sigmoid score
+classifier = pipeline("image-classification", model="{repo}", trust_remote_code=True)
+print(classifier("image.jpg", top_k=5))
+```"""
+
+
+_CITATION_AND_LICENSE = f"""## Citation
+
+```bibtex
+{HSVLT_BIBTEX}
+```
+
+## License
+
+The model code in this repository is released under the Apache-2.0 license. The weights also carry the terms of the
+data and of the backbone they were trained from."""
+
+
+__all__ = [
+    "REMOTE_CODE_FILES",
+    "create_model_card",
+    "prepare_for_push",
+    "push_checkpoint_to_hub",
+    "save_model_card",
+]

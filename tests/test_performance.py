@@ -1,0 +1,206 @@
+"""Speed-related forms of the model give the same numbers: folded vs straightforward IVLA, channels-last, bf16 autocast,
+torch.compile, gradient checkpointing (also through Trainer)."""
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from transformers_hsvlt import HSVLTForMultiLabelClassification
+from transformers_hsvlt.modeling_hsvlt import HSVLTLayer, HSVLTVisualLinguisticAttention
+
+
+def build_pair(**overrides):
+    """A folded and a straightforward model with the same weights, in train mode (drop path 0: deterministic)."""
+    torch.manual_seed(0)
+    folded = HSVLTForMultiLabelClassification(tiny_config(fold_label_attention=True, **overrides))
+    straightforward = HSVLTForMultiLabelClassification(tiny_config(fold_label_attention=False, **overrides))
+    straightforward.load_state_dict(folded.state_dict())
+    return folded.train(), straightforward.train()
+
+
+def loss_and_gradients(model, pixel_values, labels, **kwargs):
+    model.zero_grad(set_to_none=True)
+    outputs = model(pixel_values, labels=labels, **kwargs)
+    outputs.loss.backward()
+    gradients = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    return outputs, gradients
+
+
+def assert_same_gradients(actual, expected, rtol=1e-5, atol=1e-5):
+    assert actual.keys() == expected.keys()
+    for name, gradient in expected.items():
+        torch.testing.assert_close(actual[name], gradient, rtol=rtol, atol=atol, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize(
+    "overrides, batch_size, image_size",
+    [
+        ({}, 2, 64),
+        ({"num_attention_heads": 2}, 3, 64),
+        ({"num_attention_heads": 4, "hidden_sizes": [8, 16, 24, 32]}, 2, 96),
+        ({"num_attention_heads": 2, "depths": [2, 1], "hidden_sizes": [12, 20], "label_embedding_size": 7}, 2, 40),
+        ({"num_attention_heads": 4, "depths": [1, 1, 1], "hidden_sizes": [16, 24, 40], "patch_size": 2}, 1, 48),
+    ],
+)
+def test_folded_attention_matches_straightforward(overrides, batch_size, image_size):
+    """Same logits, attention maps, loss and gradients of every parameter, for 1, 2 and 4 heads and several widths."""
+    folded, straightforward = build_pair(**overrides)
+    pixel_values = torch.rand(batch_size, 3, image_size, image_size)
+    labels = torch.randint(0, 2, (batch_size, folded.config.num_labels)).float()
+    folded_outputs, folded_gradients = loss_and_gradients(folded, pixel_values, labels, output_attentions=True)
+    expected_outputs, expected_gradients = loss_and_gradients(straightforward, pixel_values, labels, output_attentions=True)
+    torch.testing.assert_close(folded_outputs.logits, expected_outputs.logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(folded_outputs.loss, expected_outputs.loss, rtol=1e-5, atol=1e-5)
+    for actual, expected in zip(folded_outputs.attentions, expected_outputs.attentions, strict=True):
+        torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+    assert_same_gradients(folded_gradients, expected_gradients)
+    assert expected_outputs.logits.std() > 0.01
+    # every IVLA weight receives a gradient, so the comparison covers the folded key and value products
+    assert any(name.endswith("label_attention.key.weight") for name in folded_gradients)
+    assert any(name.endswith("label_attention.value.weight") for name in folded_gradients)
+
+
+@pytest.mark.parametrize("num_heads, num_labels, num_tokens", [(1, 80, 49), (3, 7, 200), (2, 1, 1)])
+def test_attention_forms_agree_at_module_level(num_heads, num_labels, num_tokens):
+    """Including shapes where folding is not the cheaper form (more labels than tokens, several heads)."""
+    config = tiny_config(num_attention_heads=num_heads, hidden_sizes=[12, 12, 12, 12])
+    torch.manual_seed(0)
+    attention = HSVLTVisualLinguisticAttention(config, dim=12)
+    label_features, visual_tokens = torch.randn(2, num_labels, 12), torch.randn(2, num_tokens, 12)
+    config.fold_label_attention = True
+    folded, folded_map = attention(label_features, visual_tokens, output_attentions=True)
+    config.fold_label_attention = False
+    expected, expected_map = attention(label_features, visual_tokens, output_attentions=True)
+    torch.testing.assert_close(folded, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(folded_map, expected_map, rtol=1e-5, atol=1e-6)
+    assert folded_map.shape == (2, num_heads, num_labels, num_tokens)
+    assert attention(label_features, visual_tokens)[1] is None
+
+
+def test_channels_last_gives_the_same_outputs_without_copying_tokens():
+    torch.manual_seed(0)
+    model = HSVLTForMultiLabelClassification(tiny_config()).eval()
+    pixel_values = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(pixel_values, output_hidden_states=True)
+    model.to(memory_format=torch.channels_last)
+    blocks, tokens = [], []
+    for layer in model.modules():
+        if isinstance(layer, HSVLTLayer):
+            layer.register_forward_hook(lambda module, args, output: blocks.append(output[0]))
+            layer.label_attention.register_forward_pre_hook(lambda module, args: tokens.append(args[1]))
+    with torch.no_grad():
+        outputs = model(pixel_values.contiguous(memory_format=torch.channels_last), output_hidden_states=True)
+    torch.testing.assert_close(outputs.logits, expected.logits, rtol=1e-5, atol=1e-6)
+    for actual, reference in zip(outputs.hidden_states, expected.hidden_states, strict=True):
+        torch.testing.assert_close(actual, reference, rtol=1e-5, atol=1e-5)
+        assert actual.is_contiguous(memory_format=torch.channels_last)
+    assert len(tokens) == len(blocks) == sum(model.config.depths)
+    for block_output, visual_tokens in zip(blocks, tokens, strict=True):
+        assert visual_tokens.is_contiguous()  # (B, H*W, C) over the channels-last map: a view, not a copy
+        assert visual_tokens.data_ptr() == block_output.data_ptr()
+
+
+def test_bf16_autocast_forward_and_backward():
+    torch.manual_seed(0)
+    model = HSVLTForMultiLabelClassification(tiny_config()).train()
+    pixel_values = torch.rand(2, 3, 64, 64)
+    labels = torch.randint(0, 2, (2, model.config.num_labels)).float()
+    expected, expected_gradients = loss_and_gradients(model, pixel_values, labels)
+    model.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outputs = model(pixel_values, labels=labels, output_attentions=True)
+    outputs.loss.backward()
+    assert all(features.dtype == torch.bfloat16 for features in outputs.multimodal_features)
+    assert all(attention.dtype == torch.bfloat16 for attention in outputs.attentions)
+    torch.testing.assert_close(outputs.logits.float(), expected.logits, rtol=0.05, atol=0.02)
+    torch.testing.assert_close(outputs.loss.float(), expected.loss, rtol=0.02, atol=0.01)
+    gradients = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+    assert gradients.keys() == expected_gradients.keys()
+    assert all(gradient.dtype == torch.float32 and torch.isfinite(gradient).all() for gradient in gradients.values())
+    cosine = torch.nn.functional.cosine_similarity(
+        torch.cat([g.flatten() for g in gradients.values()]),
+        torch.cat([expected_gradients[name].flatten() for name in gradients]),
+        dim=0,
+    )
+    assert cosine > 0.99
+
+
+@pytest.mark.parametrize("output_attentions", [False, True])
+def test_torch_compile_fullgraph_inference(output_attentions):
+    """`fullgraph=True` raises on any graph break (input checks, block loop, outputs); the eager backend keeps the test
+    fast while tracing exactly what inductor would get."""
+    torch.manual_seed(0)
+    model = HSVLTForMultiLabelClassification(tiny_config(num_attention_heads=2)).eval()
+    pixel_values = torch.rand(2, 3, 64, 64)
+    compiled = torch.compile(model, fullgraph=True, backend="eager")
+    with torch.no_grad():
+        expected = model(pixel_values, output_attentions=output_attentions)
+        outputs = compiled(pixel_values, output_attentions=output_attentions)
+    torch.testing.assert_close(outputs.logits, expected.logits, rtol=0, atol=0)
+    if output_attentions:
+        assert len(outputs.attentions) == sum(model.config.depths)
+        for actual, reference in zip(outputs.attentions, expected.attentions, strict=True):
+            torch.testing.assert_close(actual, reference, rtol=0, atol=0)
+    else:
+        assert outputs.attentions is None
+
+
+def test_torch_compile_fullgraph_training_step():
+    """Forward and backward through AOTAutograd (the autograd graph inductor compiles), without graph breaks."""
+    torch.manual_seed(0)
+    model = HSVLTForMultiLabelClassification(tiny_config()).train()
+    pixel_values = torch.rand(2, 3, 64, 64)
+    labels = torch.randint(0, 2, (2, model.config.num_labels)).float()
+    expected, expected_gradients = loss_and_gradients(model, pixel_values, labels)
+    outputs, gradients = loss_and_gradients(torch.compile(model, fullgraph=True, backend="aot_eager"), pixel_values, labels)
+    torch.testing.assert_close(outputs.logits, expected.logits, rtol=1e-6, atol=1e-6)
+    assert_same_gradients({name.removeprefix("_orig_mod."): g for name, g in gradients.items()}, expected_gradients)
+
+
+@pytest.mark.parametrize("use_reentrant", [True, False])
+def test_activation_checkpointing_kwargs_give_same_gradients(use_reentrant):
+    """What `Trainer(gradient_checkpointing=True, gradient_checkpointing_kwargs=...)` turns on."""
+    torch.manual_seed(0)
+    model = HSVLTForMultiLabelClassification(tiny_config()).train()
+    pixel_values = torch.rand(2, 3, 64, 64)
+    labels = torch.randint(0, 2, (2, model.config.num_labels)).float()
+    expected, expected_gradients = loss_and_gradients(model, pixel_values, labels)
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": use_reentrant})
+    assert all(layer.gradient_checkpointing for layer in model.modules() if isinstance(layer, HSVLTLayer))
+    outputs, gradients = loss_and_gradients(model, pixel_values, labels)
+    torch.testing.assert_close(outputs.logits, expected.logits, rtol=0, atol=0)
+    # reentrant checkpointing gives zeros instead of `None` to the parameters the loss does not use (the last gate)
+    unused = gradients.keys() - expected_gradients.keys()
+    assert all(not gradients.pop(name).any() for name in unused)
+    assert_same_gradients(gradients, expected_gradients, rtol=1e-5, atol=1e-6)
+
+
+def test_trainer_with_gradient_checkpointing(tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    torch.manual_seed(0)
+    model = HSVLTForMultiLabelClassification(tiny_config())
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    dataset = [
+        {"pixel_values": torch.rand(3, 64, 64), "labels": torch.randint(0, 2, (model.config.num_labels,)).float()}
+        for _ in range(4)
+    ]
+    arguments = TrainingArguments(
+        output_dir=str(tmp_path),
+        gradient_checkpointing=True,
+        gradient_checkpointing_kwargs={"use_reentrant": True},
+        per_device_train_batch_size=2,
+        max_steps=2,
+        learning_rate=1e-3,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        dataloader_num_workers=0,
+    )
+    result = Trainer(model=model, args=arguments, train_dataset=dataset).train()
+    assert all(layer.gradient_checkpointing for layer in model.modules() if isinstance(layer, HSVLTLayer))
+    assert torch.isfinite(torch.tensor(result.training_loss))
+    changed = [name for name, p in model.named_parameters() if not torch.equal(p.detach(), before[name])]
+    assert any(".label_attention.key." in name for name in changed)
+    assert any(".pwconv1." in name for name in changed)

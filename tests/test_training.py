@@ -1,0 +1,149 @@
+"""The main job end to end on a tiny preset: Trainer training, checkpoint contents, resume, eval and predict CLIs."""
+
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from transformers_hsvlt.cli import evaluate as eval_cli
+from transformers_hsvlt.cli import predict as predict_cli
+from transformers_hsvlt.cli import train as train_cli
+from transformers_hsvlt.training import WarmupReduceLROnPlateau, parse_train_arguments
+
+TINY_RUN = [
+    "--digits_train_size", "48",
+    "--digits_test_size", "24",
+    "--per_device_train_batch_size", "16",
+    "--per_device_eval_batch_size", "24",
+    "--random_label_embedding_size", "16",
+    "--dataloader_num_workers", "0",
+    "--disable_tqdm", "true",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Two epochs of 3 steps, run as one epoch then resumed from its checkpoint for the second."""
+    output_dir = tmp_path_factory.mktemp("run") / "hsvlt-digits"
+    assert train_cli.main([*TINY_RUN, "--output_dir", str(output_dir), "--num_train_epochs", "1"]) == 0
+    first_state = json.loads((output_dir / "checkpoint-3" / "trainer_state.json").read_text())
+    assert train_cli.main(
+        [*TINY_RUN, "--output_dir", str(output_dir), "--num_train_epochs", "2", "--resume_from_checkpoint", "last"]
+    ) == 0
+    return output_dir, first_state
+
+
+def test_defaults_are_the_presets_recipes():
+    _, data_args, training_args = parse_train_arguments([])
+    assert data_args.dataset == "digits" and training_args.output_dir.endswith("hsvlt-digits")
+    assert training_args.metric_for_best_model == "mAP" and training_args.load_best_model_at_end
+    model_args, _, authors = parse_train_arguments(["--dataset", "voc2007", "--data_dir", "x"])
+    assert (authors.learning_rate, authors.weight_decay, authors.per_device_train_batch_size) == (1e-5, 1e-4, 4)
+    assert (authors.num_train_epochs, authors.seed, model_args.warmup_epochs) == (100, 1, 2.0)
+    _, _, overridden = parse_train_arguments(["--dataset", "voc2007", "--data_dir", "x", "--learning_rate", "3e-4"])
+    assert overridden.learning_rate == 3e-4
+
+
+def test_training_writes_a_complete_checkpoint(trained):
+    output_dir, _ = trained
+    for name in ("model.safetensors", "config.json", "preprocessor_config.json", "modeling_hsvlt.py",
+                 "configuration_hsvlt.py", "image_processing_hsvlt.py", "README.md", "eval_results.json"):  # fmt: skip
+        assert (output_dir / name).exists(), name
+    config = json.loads((output_dir / "config.json").read_text())
+    assert list(config["id2label"].values()) == ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    assert config["auto_map"]["AutoModelForImageClassification"] == "modeling_hsvlt.HSVLTForMultiLabelClassification"
+    results = json.loads((output_dir / "eval_results.json").read_text())
+    assert set(results["per_class_AP"]) == set(config["id2label"].values())
+    assert 0 <= results["mAP"] <= 100 and 0 < results["chance_mAP"] < 100
+    card = (output_dir / "README.md").read_text()
+    assert "trust_remote_code=True" in card and "mAP" in card
+
+
+def test_resume_continues_the_step_count(trained):
+    output_dir, first_state = trained
+    assert first_state["global_step"] == 3
+    final_state = json.loads((output_dir / "checkpoint-6" / "trainer_state.json").read_text())
+    assert final_state["global_step"] == 6
+    logged_epochs = [entry["epoch"] for entry in final_state["log_history"] if "eval_mAP" in entry]
+    assert logged_epochs == [1.0, 2.0]  # the first epoch's evaluation comes from the resumed checkpoint
+
+
+def test_eval_cli_prints_the_metric_table(trained, tmp_path, capsys):
+    output_dir, _ = trained
+    json_path = tmp_path / "results.json"
+    arguments = [str(output_dir), "--digits_test_size", "24", "--json", str(json_path), "--seed", "1"]
+    assert eval_cli.main(arguments) == 0
+    table = capsys.readouterr().out
+    assert "mAP:" in table and "CF1" in table and "seven" in table
+    results = json.loads(json_path.read_text())
+    trained_results = json.loads((output_dir / "eval_results.json").read_text())
+    assert results["num_images"] == 24
+    assert results["mAP"] == pytest.approx(trained_results["mAP"], abs=1e-3)  # same model, same split
+
+
+def test_predict_cli_table_json_heatmaps_and_unreadable_images(trained, tmp_path, capsys):
+    output_dir, _ = trained
+    images = []
+    for index, size in enumerate([(90, 60), (64, 64)]):
+        path = tmp_path / f"photo{index}.png"
+        Image.fromarray(np.random.default_rng(index).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+        images.append(path)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    heatmap_dir = tmp_path / "heatmaps"
+    status = predict_cli.main(
+        [str(output_dir), str(tmp_path / "photo*.png"), str(broken), "--threshold", "0", "--top-k", "2", "--json",
+         "--heatmaps", str(heatmap_dir)]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert status == 1
+    assert str(broken) in captured.err
+    predictions = json.loads(captured.out)
+    assert [item["image"] for item in predictions] == [str(path) for path in images]
+    assert all(len(item["predictions"]) == 2 for item in predictions)
+    for item, path in zip(predictions, images):
+        for label in item["predictions"]:
+            heatmap = heatmap_dir / f"{path.stem}_{label['label']}.png"
+            assert Image.open(heatmap).size == Image.open(path).size
+    assert predict_cli.main([str(output_dir), str(images[0])]) == 0
+    assert str(images[0]) in capsys.readouterr().out
+
+
+def test_predict_refuses_other_architectures(tmp_path, capsys):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    assert predict_cli.main([str(tmp_path), "image.png"]) == 2
+    assert "model_type 'bert', not an HSVLT checkpoint" in capsys.readouterr().err
+
+
+def test_console_scripts_are_installed_and_train_help_lists_all_arguments():
+    commands = ["hsvlt-train", "hsvlt-eval", "hsvlt-predict", "hsvlt-embed-labels", "hsvlt-convert"]
+    missing = [command for command in commands if shutil.which(command) is None]
+    assert not missing, f"{missing} not on PATH: install the package with pip"
+    result = subprocess.run([shutil.which("hsvlt-train"), "--help"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0
+    assert "--learning_rate" in result.stdout and "--dataset" in result.stdout and "--backbone" in result.stdout
+
+
+def test_warmup_then_plateau_schedule():
+    import torch
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = WarmupReduceLROnPlateau(optimizer, warmup_steps=4, factor=0.1, patience=2)
+    rates = []
+    for _ in range(5):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0])
+    for metric in (50.0, 60.0, 59.0, 60.0):  # two evaluations without improvement reduce the rate
+        scheduler.report(metric)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1)
+    state = scheduler.state_dict()
+    restored = WarmupReduceLROnPlateau(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), warmup_steps=4)
+    restored.load_state_dict(state)
+    assert (restored.scale, restored.best) == (pytest.approx(0.1), 60.0)
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
