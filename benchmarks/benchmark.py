@@ -20,19 +20,23 @@ images/s, and the peak memory of each step:
 * CUDA: `torch.cuda.max_memory_allocated()` during the step minus `torch.cuda.memory_allocated()` before it.
 
 The models are measured in interleaved rounds (each round times every model once, in an order rotated from round to
-round) so that the load of a shared machine affects them alike; the medians over rounds are reported. On CUDA it also
-measures bf16 autocast and searches the largest training batch that fits in memory (doubling, then bisection on
-out-of-memory errors).
+round) so that the load of a shared machine affects them alike; the medians over rounds are reported. Times are
+wall-clock by default; `--clock cpu` times the CPU time of the process instead, which with `--threads 1` leaves out
+the time the process waited for a CPU on a busy machine. On CUDA it also measures bf16 autocast and searches the
+largest training batch that fits in memory (doubling, then bisection on out-of-memory errors).
 
-Example (CPU, the run behind `benchmarks/results.md`):
+The runs behind `benchmarks/results.md` (CPU):
 
-    python benchmarks/benchmark.py --threads 2 --batch-size 1 --repeats 7 --warmup 1 \
-        --memory-formats contiguous,channels_last --output benchmarks/results.md
+    python benchmarks/benchmark.py --threads 1 --clock cpu --batch-size 1 --repeats 9 \
+        --memory-formats contiguous,channels_last --output results_1_thread.md
+    python benchmarks/benchmark.py --threads 2 --batch-size 1 --repeats 7 \
+        --memory-formats contiguous,channels_last --output results_2_threads.md
 """
 
 import argparse
 import contextlib
 import datetime
+import os
 import platform
 import statistics
 import time
@@ -49,6 +53,12 @@ from transformers_hsvlt import HSVLTConfig, HSVLTForMultiLabelClassification
 
 FOLDED, STRAIGHTFORWARD, CONVNEXT = "HSVLT-S folded", "HSVLT-S straightforward", "ConvNeXt-S"
 MODES = ("inference", "training")
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+CLOCK_DESCRIPTIONS = {
+    "wall": "wall-clock time (`time.perf_counter`)",
+    "cpu": "CPU time of the process (`time.process_time`): with one thread, the time the step actually ran, without "
+    "the time it waited for a CPU on a shared machine; with more threads it adds up the threads, spinning included",
+}
 
 
 @dataclass
@@ -83,6 +93,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--precisions",
         default=None,
         help="Comma-separated: fp32, bf16 (bf16 autocast). Default: fp32 on CPU, fp32,bf16 on CUDA.",
+    )
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="wall: elapsed time. cpu: CPU time of the process, steadier with --threads 1 on a shared machine.",
     )
     parser.add_argument("--max-batch-limit", type=int, default=1024, help="Upper bound of the CUDA batch-size search.")
     parser.add_argument("--output", default=None, help="Write the markdown report there (also printed).")
@@ -141,12 +157,12 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed_step(model: nn.Module, inputs: dict, mode: str, precision: str, device: str) -> float:
+def timed_step(model: nn.Module, inputs: dict, mode: str, precision: str, device: str, clock: str) -> float:
     synchronize(device)
-    start = time.perf_counter()
+    start = CLOCKS[clock]()
     run_step(model, inputs, mode, precision, device)
     synchronize(device)
-    return time.perf_counter() - start
+    return CLOCKS[clock]() - start
 
 
 def count_macs(model: nn.Module, inputs: dict, precision: str, device: str) -> float:
@@ -245,7 +261,8 @@ def measure(args) -> list[Measurement]:
         for measurement, model in cases[shift:] + cases[:shift]:
             model, inputs = prepare(measurement, model)
             for mode in MODES:
-                measurement.seconds[mode].append(timed_step(model, inputs, mode, measurement.precision, device))
+                seconds = timed_step(model, inputs, mode, measurement.precision, device, args.clock)
+                measurement.seconds[mode].append(seconds)
         print(f"round {round_index + 1}/{args.repeats} done", flush=True)
 
     if device.startswith("cuda"):
@@ -259,39 +276,93 @@ def machine_description(args) -> str:
     if args.device.startswith("cuda"):
         return torch.cuda.get_device_name()
     model_name = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as cpuinfo:
-            model_name = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    return f"{model_name}, {torch.get_num_threads()} torch threads"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
+        model_name = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    return f"{model_name} ({os.cpu_count()} logical CPUs), {torch.get_num_threads()} torch thread(s)"
 
 
-def report(measurements: list[Measurement], args) -> str:
-    batch_size = args.batch_size
+def load_average() -> str:
+    """The 1-minute load average (runnable processes), which says how shared the machine was."""
+    return f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "n/a"
+
+
+def ratio(numerator: float, denominator: float) -> str:
+    return f"{numerator / denominator:.3f}"
+
+
+def ratio_rows(folded: Measurement, straightforward: Measurement, convnext: Measurement) -> list[tuple[str, str, str]]:
+    """(quantity, value, target) rows comparing the folded form with ConvNeXt-S and with the straightforward form."""
+    return [
+        ("GMACs / image, folded HSVLT-S", f"{folded.macs_per_image / 1e9:.2f}", "<= 40"),
+        ("MACs, folded / ConvNeXt-S", ratio(folded.macs_per_image, convnext.macs_per_image), ""),
+        ("MACs, straightforward / ConvNeXt-S", ratio(straightforward.macs_per_image, convnext.macs_per_image), ""),
+        (
+            "inference time, folded / ConvNeXt-S",
+            ratio(folded.median("inference"), convnext.median("inference")),
+            "<= 1.2",
+        ),
+        (
+            "training time, folded / ConvNeXt-S",
+            ratio(folded.median("training"), convnext.median("training")),
+            "<= 1.3",
+        ),
+        (
+            "inference speed-up, folded vs straightforward",
+            ratio(straightforward.median("inference"), folded.median("inference")),
+            ">= 1.25",
+        ),
+        (
+            "training speed-up, folded vs straightforward",
+            ratio(straightforward.median("training"), folded.median("training")),
+            "",
+        ),
+        (
+            "peak training memory, folded / ConvNeXt-S",
+            ratio(folded.peak_bytes["training"], convnext.peak_bytes["training"]),
+            "",
+        ),
+        (
+            "peak training memory, folded / straightforward",
+            ratio(folded.peak_bytes["training"], straightforward.peak_bytes["training"]),
+            "",
+        ),
+    ]
+
+
+def report(measurements: list[Measurement], args, loads: tuple[str, str]) -> str:
+    batch_size, cuda = args.batch_size, args.device.startswith("cuda")
+    setup = (
+        f"{datetime.date.today().isoformat()}, {machine_description(args)}, torch {torch.__version__}, "
+        f"transformers {transformers.__version__}. Batch {batch_size}, {args.image_size}x{args.image_size}, "
+        f"{args.num_labels} labels; median of {args.repeats} interleaved rounds after {args.warmup} warm-up "
+        f"step(s) per model and mode. Load average {loads[0]} at the start, {loads[1]} at the end. "
+        f"Times are the {CLOCK_DESCRIPTIONS[args.clock]}. Produced by `benchmarks/benchmark.py`."
+    )
+    memory = (
+        "`torch.cuda.max_memory_allocated()` during the step, above the memory allocated before it."
+        if cuda
+        else "peak of the bytes held by torch's CPU allocator during the step, above what it held before "
+        "(weights, inputs), from `torch.profiler` allocation events: activations, temporaries and gradients, "
+        "not an RSS figure."
+    )
+    header = (
+        "| model | memory format | precision | GMACs / image | inference ms | inference img/s | training ms "
+        "| training img/s | peak MiB inference | peak MiB training |" + (" largest training batch |" if cuda else "")
+    )
+    modes = (
+        "Inference: `eval()`, `torch.no_grad()`, one forward. Training: `train()`, forward + backward of a loss "
+        f"(HSVLT: its BCE; ConvNeXt: mean square of the pooled features). Peak memory: {memory}"
+    )
     lines = [
         "# HSVLT-S vs ConvNeXt-S: speed, memory and MACs",
         "",
-        f"{datetime.date.today().isoformat()}, {machine_description(args)}, torch {torch.__version__}, "
-        f"transformers {transformers.__version__}. Batch {batch_size}, {args.image_size}x{args.image_size}, "
-        f"{args.num_labels} labels; median of {args.repeats} interleaved rounds after {args.warmup} warm-up step(s) "
-        "per model and mode. Produced by `benchmarks/benchmark.py`.",
+        setup,
         "",
-        "Inference: `eval()`, `torch.no_grad()`, one forward. Training: `train()`, forward + backward of a loss "
-        "(HSVLT: its BCE; ConvNeXt: mean square of the pooled features). Peak memory: "
-        + (
-            "`torch.cuda.max_memory_allocated()` during the step, above the memory allocated before it."
-            if args.device.startswith("cuda")
-            else "peak of the bytes held by torch's CPU allocator during the step, above what it held before "
-            "(weights, inputs), from `torch.profiler` allocation events: tensors only, not an RSS figure."
-        ),
+        modes,
         "",
+        header,
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if cuda else ""),
     ]
-    header = "| model | memory format | precision | GMACs / image | inference ms | inference img/s | "
-    header += "training ms | training img/s | peak MiB inference | peak MiB training |"
-    separator = "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"
-    if args.device.startswith("cuda"):
-        header += " largest training batch |"
-        separator += "---:|"
-    lines += [header, separator]
     for m in measurements:
         row = (
             f"| {m.model} | {m.memory_format} | {m.precision} | {m.macs_per_image / 1e9:.2f} | "
@@ -299,48 +370,19 @@ def report(measurements: list[Measurement], args) -> str:
             f"{m.median('training') * 1e3:.0f} | {batch_size / m.median('training'):.2f} | "
             f"{m.peak_bytes['inference'] / 2**20:.0f} | {m.peak_bytes['training'] / 2**20:.0f} |"
         )
-        if m.max_batch_size is not None:
-            row += f" {m.max_batch_size} |"
-        lines.append(row)
+        lines.append(row + (f" {m.max_batch_size} |" if cuda else ""))
 
     lines += ["", "Ratios (time ratios from the medians):", ""]
     lines += ["| memory format | precision | quantity | value | target |", "|---|---|---|---:|---|"]
     by_key = {(m.model, m.memory_format, m.precision): m for m in measurements}
     for memory_format, precision in dict.fromkeys((m.memory_format, m.precision) for m in measurements):
-        folded = by_key[(FOLDED, memory_format, precision)]
-        straightforward = by_key[(STRAIGHTFORWARD, memory_format, precision)]
-        convnext = by_key[(CONVNEXT, memory_format, precision)]
-        def ratio(numerator: float, denominator: float) -> str:
-            return f"{numerator / denominator:.3f}"
-
-        rows = [
-            ("GMACs / image, folded HSVLT-S", f"{folded.macs_per_image / 1e9:.2f}", "<= 40"),
-            ("MACs, folded / ConvNeXt-S", ratio(folded.macs_per_image, convnext.macs_per_image), ""),
-            ("MACs, straightforward / ConvNeXt-S", ratio(straightforward.macs_per_image, convnext.macs_per_image), ""),
-            ("inference time, folded / ConvNeXt-S", ratio(folded.median("inference"), convnext.median("inference")), "<= 1.2"),
-            ("training time, folded / ConvNeXt-S", ratio(folded.median("training"), convnext.median("training")), "<= 1.3"),
-            (
-                "inference speed-up, folded vs straightforward",
-                ratio(straightforward.median("inference"), folded.median("inference")),
-                ">= 1.25",
-            ),
-            (
-                "training speed-up, folded vs straightforward",
-                ratio(straightforward.median("training"), folded.median("training")),
-                "",
-            ),
-            (
-                "peak training memory, folded / ConvNeXt-S",
-                ratio(folded.peak_bytes["training"], convnext.peak_bytes["training"]),
-                "",
-            ),
-            (
-                "peak training memory, folded / straightforward",
-                ratio(folded.peak_bytes["training"], straightforward.peak_bytes["training"]),
-                "",
-            ),
+        folded, straightforward, convnext = (
+            by_key[(name, memory_format, precision)] for name in (FOLDED, STRAIGHTFORWARD, CONVNEXT)
+        )
+        lines += [
+            f"| {memory_format} | {precision} | {quantity} | {value} | {target} |"
+            for quantity, value, target in ratio_rows(folded, straightforward, convnext)
         ]
-        lines += [f"| {memory_format} | {precision} | {name} | {value} | {target} |" for name, value, target in rows]
 
     lines += ["", "Per-round times (ms), in round order, for judging the noise:", ""]
     for m in measurements:
@@ -352,9 +394,13 @@ def report(measurements: list[Measurement], args) -> str:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.clock == "cpu" and args.device != "cpu":
+        raise ValueError("--clock cpu measures host CPU time: use it with --device cpu.")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    text = report(measure(args), args)
+    load_at_start = load_average()
+    measurements = measure(args)
+    text = report(measurements, args, (load_at_start, load_average()))
     print(text)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as handle:

@@ -47,10 +47,12 @@ def test_canvas_pixels_show_the_source_digits_in_disjoint_boxes(canvases):
             covered[y0:y1, x0:x1] += 1
             brightness = canvas[y0:y1, x0:x1].mean(axis=2).ravel()
             expected = _upscale(images[source], x1 - x0).ravel()
-            assert np.corrcoef(brightness, expected)[0, 1] > 0.98  # the drawn glyph is that source digit
+            assert np.corrcoef(brightness, expected)[0, 1] > 0.95  # the drawn glyph is that source digit (plus noise)
         assert covered.max() == 1  # no overlap
         outside = canvas[covered == 0]
-        assert np.ptp(outside) == 0  # a flat background everywhere else
+        # background: one grey level plus per-pixel noise (std 6, clipped at 0 on black backgrounds), no ink
+        assert 1 < outside.std() < 9
+        assert np.percentile(np.abs(outside - np.median(outside)), 99) < 20
 
 
 def raw(data, split):

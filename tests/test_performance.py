@@ -158,6 +158,20 @@ def test_torch_compile_fullgraph_training_step():
     assert_same_gradients({name.removeprefix("_orig_mod."): g for name, g in gradients.items()}, expected_gradients)
 
 
+def test_inductor_compiles_one_block():
+    """Inductor (the default backend) lowers a whole block, attention map included; one small block keeps the
+    compilation time to seconds."""
+    torch.manual_seed(0)
+    layer = HSVLTLayer(tiny_config(num_attention_heads=2), dim=16).eval()
+    hidden_states, label_features = torch.randn(2, 16, 8, 8), torch.randn(2, 5, 16)
+    compiled = torch.compile(layer, fullgraph=True)
+    with torch.no_grad():
+        expected = layer(hidden_states, label_features, True)
+        outputs = compiled(hidden_states, label_features, True)
+    for actual, reference in zip(outputs, expected, strict=True):
+        torch.testing.assert_close(actual, reference, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("use_reentrant", [True, False])
 def test_activation_checkpointing_kwargs_give_same_gradients(use_reentrant):
     """What `Trainer(gradient_checkpointing=True, gradient_checkpointing_kwargs=...)` turns on."""
@@ -176,7 +190,8 @@ def test_activation_checkpointing_kwargs_give_same_gradients(use_reentrant):
     assert_same_gradients(gradients, expected_gradients, rtol=1e-5, atol=1e-6)
 
 
-def test_trainer_with_gradient_checkpointing(tmp_path):
+def test_trainer_with_activation_checkpointing(tmp_path):
+    """`TrainingArguments(activation_checkpointing=True)` (formerly `gradient_checkpointing`, still an alias)."""
     from transformers import Trainer, TrainingArguments
 
     torch.manual_seed(0)
@@ -188,8 +203,8 @@ def test_trainer_with_gradient_checkpointing(tmp_path):
     ]
     arguments = TrainingArguments(
         output_dir=str(tmp_path),
-        gradient_checkpointing=True,
-        gradient_checkpointing_kwargs={"use_reentrant": True},
+        activation_checkpointing=True,
+        activation_checkpointing_kwargs={"use_reentrant": True},
         per_device_train_batch_size=2,
         max_steps=2,
         learning_rate=1e-3,

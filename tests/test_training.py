@@ -59,6 +59,8 @@ def test_training_writes_a_complete_checkpoint(trained):
     results = json.loads((output_dir / "eval_results.json").read_text())
     assert set(results["per_class_AP"]) == set(config["id2label"].values())
     assert 0 <= results["mAP"] <= 100 and 0 < results["chance_mAP"] < 100
+    examples = sorted(path.name for path in (output_dir / "examples").glob("*.png"))
+    assert len(examples) == 6 and examples[0].startswith("00_")
     card = (output_dir / "README.md").read_text()
     assert "trust_remote_code=True" in card and "mAP" in card
 

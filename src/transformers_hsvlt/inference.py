@@ -34,10 +34,12 @@ def load_checkpoint(
     authors' preprocessing at the model's `image_size`.
     """
     config_dict, _ = PreTrainedConfig.get_config_dict(name_or_path)
+    if not config_dict:  # a local directory without config.json
+        raise ValueError(f"{name_or_path} has no config.json: it is not a model checkpoint directory.")
     model_type = config_dict.get("model_type")
     if model_type != "hsvlt":
         raise ValueError(f"{name_or_path} is a checkpoint of model_type {model_type!r}, not an HSVLT checkpoint ('hsvlt').")
-    model = HSVLTForMultiLabelClassification.from_pretrained(name_or_path, use_safetensors=True)
+    model = load_pretrained_weights(name_or_path)
     model.to(device or default_device()).eval()
     try:
         processor = HSVLTImageProcessor.from_pretrained(name_or_path)
@@ -45,6 +47,53 @@ def load_checkpoint(
         size = model.config.image_size
         processor = HSVLTImageProcessor(size={"height": size, "width": size})
     return model, processor
+
+
+PICKLE_WEIGHT_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def _refuse_pickle_only_directory(path: str) -> None:
+    """Say why a local checkpoint with pickled weights but no safetensors is not loaded."""
+    if not os.path.isdir(path) or any(name.endswith(".safetensors") for name in os.listdir(path)):
+        return
+    pickles = [name for name in PICKLE_WEIGHT_FILES if os.path.isfile(os.path.join(path, name))]
+    if pickles:
+        raise ValueError(
+            f"{path} holds its weights only as {pickles[0]}, a pickle, and no model.safetensors: weights are loaded "
+            "from safetensors only, because unpickling a file can run arbitrary code. If you trust the file, convert "
+            "it once with HSVLTForMultiLabelClassification.from_pretrained(path, use_safetensors=False)"
+            ".save_pretrained(path)."
+        )
+
+
+def load_pretrained_weights(name_or_path: str) -> HSVLTForMultiLabelClassification:
+    """`HSVLTForMultiLabelClassification.from_pretrained` from safetensors only, with a `ValueError` naming the
+    checkpoint when it holds only pickled weights or when its weights do not fit its `config.json` (e.g. a head or
+    label embeddings for another number of labels than `id2label`)."""
+    _refuse_pickle_only_directory(name_or_path)
+    try:
+        return HSVLTForMultiLabelClassification.from_pretrained(name_or_path, use_safetensors=True)
+    except RuntimeError as error:
+        if "mismatched_sizes" not in str(error) and "size mismatch" not in str(error):
+            raise
+        raise ValueError(
+            f"{name_or_path}: the weights do not fit config.json (the load report above lists the tensors whose "
+            f"shape differs, e.g. a head for another number of labels than config.id2label): {error}"
+        ) from error
+
+
+def load_dataset_image(encoded: dict) -> PIL.Image.Image:
+    """Load an undecoded `datasets.Image` value (`{"bytes", "path"}`) with `load_image`. Embedded bytes win over the
+    path, as in `datasets` (Hub datasets keep only a file name beside the bytes); errors name the path if any."""
+    data, path = encoded.get("bytes"), encoded.get("path")
+    if data is None:
+        return load_image(path)
+    try:
+        return load_image(data)
+    except ImageLoadError as error:
+        if not path:
+            raise
+        raise ImageLoadError(f"{path}: {error}") from error
 
 
 def expand_image_arguments(arguments: list[str]) -> tuple[list[str], list[str]]:
@@ -135,10 +184,6 @@ def _label_permutation(dataset_classes: list[str], model_classes: list[str], sou
     return [model_classes.index(name) for name in dataset_classes]
 
 
-def _image_source(encoded: dict) -> str | bytes:
-    return encoded.get("path") or encoded["bytes"]
-
-
 @torch.no_grad()
 def evaluate_split(
     model: HSVLTForMultiLabelClassification,
@@ -162,9 +207,8 @@ def evaluate_split(
         batch = encoded[start : start + batch_size]
         images, keep = [], []
         for position, image in enumerate(batch["image"]):
-            source = _image_source(image)
             try:
-                images.append(load_image(source))
+                images.append(load_dataset_image(image))
                 keep.append(position)
             except ImageLoadError as error:
                 if not skip_bad_images:

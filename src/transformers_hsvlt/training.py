@@ -10,24 +10,31 @@ Every `TrainingArguments` flag can override the recipe.
 import json
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from datasets import DatasetDict
-from transformers import EarlyStoppingCallback, HfArgumentParser, Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from datasets import Dataset, DatasetDict
+from datasets import Image as ImageFeature
+from transformers import EarlyStoppingCallback, HfArgumentParser, Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers.trainer import OPTIMIZER_NAME, TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, IntervalStrategy
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME, logging
 
 from . import data as hsvlt_data
 from .backbone import build_hsvlt_from_convnext
 from .configuration_hsvlt import HSVLTConfig
 from .image_processing_hsvlt import HSVLTImageProcessor
 from .hub import push_checkpoint_to_hub, save_model_card
+from .inference import load_dataset_image, load_pretrained_weights
 from .label_embeddings import embed_label_names, load_label_embeddings
 from .metrics import compute_metrics_fn, format_metric_table, multilabel_metrics, sigmoid
 from .modeling_hsvlt import HSVLTForMultiLabelClassification
+
+logger = logging.get_logger(__name__)
 
 PRESETS = {
     "hsvlt-s": {},
@@ -48,9 +55,9 @@ RECIPES = {
     "tiny": dict(
         learning_rate=1e-3,
         weight_decay=1e-4,
-        per_device_train_batch_size=32,
+        per_device_train_batch_size=16,
         per_device_eval_batch_size=64,
-        num_train_epochs=8,
+        num_train_epochs=12,
         seed=1,
         dataloader_num_workers=0,
     ),
@@ -67,6 +74,7 @@ COMMON_TRAINING_DEFAULTS = dict(
     save_total_limit=2,
     remove_unused_columns=False,
     report_to="none",
+    dataloader_pin_memory=torch.cuda.is_available(),
     lr_scheduler_type="constant",
 )
 
@@ -120,7 +128,7 @@ class ModelArguments:
     image_size: int | None = field(default=None, metadata={"help": "Training resolution (default: the preset's)."})
     num_attention_heads: int | None = field(default=None, metadata={"help": "IVLA heads (default: the preset's)."})
     drop_path_rate: float | None = field(default=None, metadata={"help": "Stochastic depth rate (default: the preset's)."})
-    warmup_epochs: float = field(default=-1, metadata={"help": "Linear warm-up length in epochs (default: 2 for hsvlt-s, 1 for tiny)."})
+    warmup_epochs: float = field(default=-1, metadata={"help": "Linear warm-up length in epochs (default: 2 for hsvlt-s, 0.5 for tiny)."})
     plateau_factor: float = field(default=0.1, metadata={"help": "LR factor when validation mAP stops improving."})
     plateau_patience: int = field(default=1, metadata={"help": "Evaluations without improvement before the LR is reduced."})
     early_stopping_patience: int = field(default=4, metadata={"help": "Evaluations without improvement before stopping (0: never)."})
@@ -172,7 +180,7 @@ def parse_train_arguments(argv: list[str] | None = None) -> tuple[ModelArguments
     parser.set_defaults(output_dir=output_dir, **COMMON_TRAINING_DEFAULTS, **RECIPES[preset])
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(argv)
     if model_args.warmup_epochs < 0:
-        model_args.warmup_epochs = 2.0 if preset == "hsvlt-s" else 1.0
+        model_args.warmup_epochs = 2.0 if preset == "hsvlt-s" else 0.5
     return model_args, data_args, training_args
 
 
@@ -216,23 +224,28 @@ def random_label_embeddings(num_labels: int, width: int, seed: int) -> np.ndarra
     return np.random.default_rng(seed).standard_normal((num_labels, width)).astype(np.float32)
 
 
-def label_embeddings_for(class_names: list[str], model_args: ModelArguments, seed: int) -> np.ndarray:
-    """The label embeddings requested by the arguments: a .npy file, a text encoder, or seeded random vectors."""
+def label_embeddings_for(
+    class_names: list[str], model_args: ModelArguments, seed: int, width: int | None = None
+) -> np.ndarray:
+    """The label embeddings requested by the arguments: a .npy file, a text encoder, or seeded random vectors. When
+    `width` is given (a checkpoint's), a `.npy` file must have that many columns and random vectors get it."""
     if model_args.label_embeddings and model_args.text_encoder:
         raise ValueError("Give either --label_embeddings or --text_encoder, not both.")
     if model_args.label_embeddings:
-        return load_label_embeddings(model_args.label_embeddings, expected_num_labels=len(class_names))
+        return load_label_embeddings(model_args.label_embeddings, len(class_names), expected_width=width)
     if model_args.text_encoder:
         return embed_label_names(class_names, encoder=model_args.text_encoder, pooling=model_args.label_pooling)
-    return random_label_embeddings(len(class_names), model_args.random_label_embedding_size, seed)
+    return random_label_embeddings(len(class_names), width or model_args.random_label_embedding_size, seed)
 
 
 def build_model(model_args: ModelArguments, preset: str, class_names: list[str], seed: int) -> HSVLTForMultiLabelClassification:
     """A new HSVLT classifier for `class_names` (optionally on ConvNeXt weights), or a checkpoint adapted to them."""
     if model_args.model_name_or_path:
-        model = HSVLTForMultiLabelClassification.from_pretrained(model_args.model_name_or_path)
-        if list(model.config.id2label.values()) != class_names:
-            model.set_label_embeddings(torch.from_numpy(label_embeddings_for(class_names, model_args, seed)), class_names)
+        model = load_pretrained_weights(model_args.model_name_or_path)
+        # a given --label_embeddings file is checked against the checkpoint and used even for the same class names
+        if model_args.label_embeddings or list(model.config.id2label.values()) != class_names:
+            embeddings = label_embeddings_for(class_names, model_args, seed, width=model.config.label_embedding_size)
+            model.set_label_embeddings(torch.from_numpy(embeddings), class_names)
         return model
     embeddings = torch.from_numpy(label_embeddings_for(class_names, model_args, seed))
     overrides = {
@@ -304,6 +317,10 @@ class HSVLTTrainer(Trainer):
 
     def __init__(self, *args, train_augmentation=None, warmup_epochs: float = 0.0, plateau_factor=0.1, plateau_patience=1, **kwargs):
         super().__init__(*args, **kwargs)
+        # The model's loss is already a mean over the batch's label entries and takes no `num_items_in_batch`: if
+        # `Trainer` believed otherwise (the model's `forward` takes `**kwargs`), it would neither divide the loss by
+        # the gradient-accumulation steps nor undo its multiplication by the number of processes.
+        self.model_accepts_loss_kwargs = False
         self.train_augmentation = train_augmentation
         self.warmup_epochs = warmup_epochs
         self.plateau_factor = plateau_factor
@@ -315,9 +332,17 @@ class HSVLTTrainer(Trainer):
             inputs = {**inputs, "pixel_values": self.train_augmentation(inputs["pixel_values"])}
         return super().compute_loss(model, inputs, *args, **kwargs)
 
+    def set_initial_training_values(self, args, dataloader):
+        values = super().set_initial_training_values(args, dataloader)
+        self._update_steps_per_epoch = values[1]  # the warm-up is counted in epochs of optimiser steps
+        return values
+
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.lr_scheduler is None and self.args.lr_scheduler_type == "constant":
-            steps_per_epoch = num_training_steps / max(self.args.num_train_epochs, 1e-9)
+            # With `--max_steps`, `num_train_epochs` is not the length of the run: use the real epoch length.
+            steps_per_epoch = getattr(self, "_update_steps_per_epoch", None) or (
+                num_training_steps / max(self.args.num_train_epochs, 1e-9)
+            )
             self.lr_scheduler = WarmupReduceLROnPlateau(
                 optimizer or self.optimizer,
                 warmup_steps=round(self.warmup_epochs * steps_per_epoch),
@@ -328,14 +353,83 @@ class HSVLTTrainer(Trainer):
 
 
 def resolve_resume_checkpoint(training_args: TrainingArguments) -> str | None:
-    """`--resume_from_checkpoint last` (or `true`) means the newest checkpoint in the output directory."""
+    """
+    `--resume_from_checkpoint last` (or `true`) means the newest complete checkpoint in the output directory.
+
+    `Trainer` writes a checkpoint in place (weights, then optimizer/scheduler/RNG states, then `trainer_state.json`),
+    so a run killed while saving leaves a `checkpoint-N` directory without some of these files. Such an incomplete
+    checkpoint is skipped with a warning in favour of the previous one; an explicitly named incomplete checkpoint
+    is an error saying what it lacks.
+    """
     value = training_args.resume_from_checkpoint
-    if value is None or value.lower() not in ("last", "true"):
+    if value is None:
+        return None
+    needs_optimizer = not training_args.save_only_model
+    if value.lower() not in ("last", "true"):
+        missing = checkpoint_missing_files(value, needs_optimizer) if os.path.isdir(value) else None
+        if missing:
+            raise ValueError(f"--resume_from_checkpoint {value}: incomplete checkpoint, it lacks {missing}.")
         return value
-    checkpoint = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
-    if checkpoint is None:
-        raise ValueError(f"--resume_from_checkpoint {value}: no checkpoint-* directory in {training_args.output_dir}.")
-    return checkpoint
+    output_dir = training_args.output_dir
+    checkpoints = sorted(
+        (int(match.group(1)), entry.path)
+        for entry in (os.scandir(output_dir) if os.path.isdir(output_dir) else ())
+        if entry.is_dir() and (match := re.fullmatch(rf"{PREFIX_CHECKPOINT_DIR}-(\d+)", entry.name))
+    )
+    for _, checkpoint in reversed(checkpoints):
+        missing = checkpoint_missing_files(checkpoint, needs_optimizer)
+        if not missing:
+            return checkpoint
+        logger.warning(f"Skipping the incomplete checkpoint {checkpoint}: it lacks {missing} (killed while saving?).")
+    if checkpoints:
+        raise ValueError(f"--resume_from_checkpoint {value}: no complete checkpoint-* directory in {output_dir}.")
+    raise ValueError(f"--resume_from_checkpoint {value}: no checkpoint-* directory in {output_dir}.")
+
+
+def checkpoint_missing_files(checkpoint: str, needs_optimizer: bool = True) -> str | None:
+    """What a `Trainer` checkpoint directory lacks to be resumed from (`None` if complete): a readable
+    `trainer_state.json` (written last), model weights, and the optimizer state unless `needs_optimizer` is false."""
+    missing = []
+    state_file = os.path.join(checkpoint, TRAINER_STATE_NAME)
+    try:
+        with open(state_file) as file:
+            json.load(file)
+    except FileNotFoundError:
+        missing.append(TRAINER_STATE_NAME)
+    except (OSError, ValueError):
+        missing.append(f"a readable {TRAINER_STATE_NAME}")
+    weight_files = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME)
+    if not any(os.path.isfile(os.path.join(checkpoint, name)) for name in weight_files):
+        missing.append(f"model weights ({SAFE_WEIGHTS_NAME})")
+    if needs_optimizer and not os.path.isfile(os.path.join(checkpoint, OPTIMIZER_NAME)):
+        missing.append(OPTIMIZER_NAME)
+    return ", ".join(missing) or None
+
+
+def check_distributed_launch(training_args: TrainingArguments) -> None:
+    """Refuse a multi-process launch (`WORLD_SIZE` > 1) that `Trainer` would run as independent single-process
+    trainings: on a machine without GPUs, `accelerate launch --multi_gpu` or `torchrun` start the processes, but
+    without `--use_cpu true` transformers does not set up distributed CPU training, so every process would train on
+    the whole dataset alone and write the same output directory."""
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and training_args.world_size == 1:
+        raise ValueError(
+            f"launched as {launched} processes (WORLD_SIZE={launched}) but set up for single-process training, so each "
+            f"process would train alone and write the same {training_args.output_dir}. Without GPUs, add "
+            "--use_cpu true for distributed CPU training (gloo); with GPUs, check that they are visible."
+        )
+
+
+def decode_images_naming_the_file(dataset: Dataset) -> Dataset:
+    """The split with its `image` column decoded by `load_image` as examples are read, so that a corrupt, truncated
+    or missing image stops training with an error naming the file (Pillow's errors through `datasets` may not)."""
+    if not isinstance(dataset.features.get("image"), ImageFeature):
+        return dataset
+    return dataset.cast_column("image", ImageFeature(decode=False)).with_transform(_decode_image_column)
+
+
+def _decode_image_column(batch: dict) -> dict:  # module-level: data-loader workers may have to pickle it
+    return {**batch, "image": [load_dataset_image(value) for value in batch["image"]]}
 
 
 def evaluate_predictions(logits: np.ndarray, label_ids: np.ndarray, threshold: float = 0.5, top_k: int = 3) -> dict:
@@ -346,23 +440,33 @@ def evaluate_predictions(logits: np.ndarray, label_ids: np.ndarray, threshold: f
 def train(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments) -> dict:
     """Train, evaluate the best model on the evaluation split, print the metric table and save a complete
     remote-code checkpoint (model, image processor, label names, metrics, model card) in `output_dir`."""
+    check_distributed_launch(training_args)
     preset = resolve_preset(model_args, data_args)
     resume_checkpoint = resolve_resume_checkpoint(training_args)
     splits = load_training_data(data_args, seed=training_args.seed)
     class_names = hsvlt_data.get_class_names(splits["train"])
     if hsvlt_data.get_class_names(splits["eval"]) != class_names:
         raise ValueError("The training and evaluation splits have different class names or class orders.")
+    set_seed(training_args.seed)  # `Trainer` seeds when it is created, after the model's random initialisation
     model = build_model(model_args, preset, class_names, seed=training_args.seed)
     image_size = model.config.image_size
     image_processor = HSVLTImageProcessor(size={"height": image_size, "width": image_size})
     augment = data_args.augment if data_args.augment is not None else data_args.dataset != "digits"
     augmentation = hsvlt_data.TrainAugmentation(image_size) if augment else None
-    callbacks = [EarlyStoppingCallback(model_args.early_stopping_patience)] if model_args.early_stopping_patience > 0 else []
+    # Early stopping watches the evaluations: without any (`--eval_strategy no`) there is nothing to stop on, and
+    # `EarlyStoppingCallback` would fail an assertion when training starts.
+    evaluates = training_args.eval_strategy != IntervalStrategy.NO
+    early_stopping = model_args.early_stopping_patience > 0 and evaluates
+    callbacks = [EarlyStoppingCallback(model_args.early_stopping_patience)] if early_stopping else []
+    if training_args.activation_checkpointing and training_args.ddp_find_unused_parameters is None:
+        # The label gate of the last block gets no gradient (its output is not used by the logits), so DDP must look
+        # for unused parameters; `Trainer` turns that off with activation checkpointing, and DDP then fails.
+        training_args.ddp_find_unused_parameters = True
     trainer = HSVLTTrainer(
         model=model,
         args=training_args,
-        train_dataset=splits["train"],
-        eval_dataset=splits["eval"],
+        train_dataset=decode_images_naming_the_file(splits["train"]),
+        eval_dataset=decode_images_naming_the_file(splits["eval"]),
         data_collator=hsvlt_data.MultiLabelCollator(image_processor, len(class_names)),
         processing_class=image_processor,
         compute_metrics=compute_metrics_fn(),
@@ -373,13 +477,15 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
         plateau_patience=model_args.plateau_patience,
     )
     trainer.train(resume_from_checkpoint=resume_checkpoint)
-    prediction = trainer.predict(splits["eval"], metric_key_prefix="eval")
+    prediction = trainer.predict(trainer.eval_dataset, metric_key_prefix="eval")
     logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
     results = evaluate_predictions(logits, prediction.label_ids)
     results["chance_mAP"] = hsvlt_data.chance_level_map(splits["eval"])
     if trainer.is_world_process_zero():
         trainer.save_model(training_args.output_dir)
         save_results(training_args.output_dir, results, class_names)
+        if data_args.dataset == "digits":
+            save_examples(training_args.output_dir, splits["eval"])
         save_model_card(
             training_args.output_dir,
             model=trainer.model,
@@ -397,6 +503,20 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
         print(f"\nchance-level mAP of this split: {results['chance_mAP']:.2f}")
         print(f"checkpoint saved to {training_args.output_dir}")
     return results
+
+
+def save_examples(output_dir: str, dataset, count: int = 6) -> list[Path]:
+    """Save the first `count` evaluation images as PNGs in `output_dir/examples/`, named after their true labels, so
+    that `hsvlt-predict` has real held-out images to run on (`examples/03_five-seven.png`)."""
+    directory = Path(output_dir, "examples")
+    directory.mkdir(parents=True, exist_ok=True)
+    names = hsvlt_data.get_class_names(dataset)
+    paths = []
+    for index, example in enumerate(dataset.select(range(min(count, len(dataset))))):
+        path = directory / f"{index:02d}_{'-'.join(names[label] for label in example['labels']) or 'none'}.png"
+        example["image"].convert("RGB").save(path)
+        paths.append(path)
+    return paths
 
 
 def save_results(output_dir: str, results: dict, class_names: list[str]) -> None:

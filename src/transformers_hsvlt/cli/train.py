@@ -15,7 +15,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         train(model_args, data_args, training_args)
     except (ValueError, FileNotFoundError) as error:
-        print(f"hsvlt-train: error: {error}", file=sys.stderr)
+        message = str(error).strip()
+        if "Original Traceback" in message:  # re-raised from a data-loader worker: its last line is the error
+            message = message.splitlines()[-1].split(": ", 1)[-1]
+        print(f"hsvlt-train: error: {message}", file=sys.stderr)
         return 2
     return 0
 

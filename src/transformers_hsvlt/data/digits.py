@@ -30,6 +30,10 @@ DIGIT_CLASS_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seve
 #: Grey level range of the background and ink channel range of the digits (uint8).
 _BACKGROUND_RANGE = (0, 80)
 _INK_RANGE = (160, 256)
+#: Standard deviation of the per-pixel Gaussian noise added to every canvas (uint8 levels), as in a photograph. A
+#: perfectly flat patch would make the stem LayerNorm of a freshly initialised model normalise a zero-variance vector,
+#: whose gradient is scaled by 1/sqrt(eps) = 1000 and swamps the rest under gradient clipping.
+_NOISE_STD = 6.0
 #: Maximum value of a :func:`~sklearn.datasets.load_digits` pixel.
 _DIGIT_MAX = 16.0
 
@@ -152,6 +156,7 @@ def _draw_canvas(
         patch = canvas[y0 : y0 + size, x0 : x0 + size]
         canvas[y0 : y0 + size, x0 : x0 + size] = (1 - alpha) * patch + alpha * ink
         boxes.append([x0, y0, x0 + size, y0 + size])
+    canvas += rng.normal(0.0, _NOISE_STD, canvas.shape)
     return np.clip(np.rint(canvas), 0, 255).astype(np.uint8), sources, boxes
 
 
