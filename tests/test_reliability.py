@@ -101,8 +101,10 @@ def test_killed_run_resumes_like_an_uninterrupted_run(tmp_path):
     checkpoint-4 (mid-epoch) is complete, a checkpoint-6 left half-written by the kill is simulated, and
     `--resume_from_checkpoint last` must skip it, resume from checkpoint-4 (skipping the 4 batches already seen of
     epoch 1) and end exactly where an uninterrupted run with the same seed ends."""
+    # --warmup_epochs 1: a warm-up of 6 steps, still running at the kill
     arguments = [*TINY_RUN, "--per_device_train_batch_size", "8", "--max_steps", "12",
-                 "--save_strategy", "steps", "--save_steps", "2", "--save_total_limit", "10"]  # fmt: skip
+                 "--save_strategy", "steps", "--save_steps", "2", "--save_total_limit", "10",
+                 "--warmup_epochs", "1"]  # fmt: skip
     _, _, resumed_args = parse_train_arguments([*arguments, "--resume_from_checkpoint", "last"])
     assert resumed_args.ignore_data_skip is False  # Trainer fast-forwards the data loader past the seen batches
 
@@ -354,14 +356,14 @@ def _custom_training(data, output_dir, *extra):
             "--random_label_embedding_size", "8", "--output_dir", str(output_dir), *extra]  # fmt: skip
 
 
-@pytest.mark.parametrize("problem", ["missing", "corrupt"])
-def test_training_on_an_unreadable_image_names_the_file(problem, image_rows, tmp_path, capsys):
-    """A missing image is found when the dataset is built, a corrupt one when its batch is loaded: both stop
-    hsvlt-train with exit status 2 and a one-line error naming the file, not a traceback."""
+@pytest.mark.parametrize("problem, workers", [("missing", "0"), ("corrupt", "0"), ("corrupt", "2")])
+def test_training_on_an_unreadable_image_names_the_file(problem, workers, image_rows, tmp_path, capsys):
+    """A missing image is found when the dataset is built, a corrupt one when its batch is loaded (in the main process
+    or in a data-loader worker): both stop hsvlt-train with exit status 2 and one line naming the file."""
     if problem == "corrupt":
         (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated JPEG")
     data = _write_csv(tmp_path / "data.csv", [*image_rows, ("bad.jpg", "cat")])
-    assert train_cli.main(_custom_training(data, tmp_path / "run")) == 2
+    assert train_cli.main(_custom_training(data, tmp_path / "run", "--dataloader_num_workers", workers)) == 2
     error = capsys.readouterr().err
     line = _error_line(error, "hsvlt-train: error: ")
     assert str(tmp_path / "bad.jpg") in line and "Traceback" not in error

@@ -41,10 +41,12 @@ class HSVLTConfig(PreTrainedConfig):
             Stochastic depth rate, increasing linearly over all blocks.
         image_size (`int`, *optional*, defaults to 448):
             Input resolution the model is trained at.
-        fold_label_attention (`bool`, *optional*, defaults to `True`):
-            Compute IVLA with the key/value projections folded onto the label queries (exact, cheaper: the
-            K label vectors are projected instead of the H*W visual tokens). `False` runs the authors'
-            straightforward form. Both give the same logits; see `HSVLTVisualLinguisticAttention`.
+        fold_label_attention (`bool`, *optional*):
+            How IVLA is computed; both forms give the same outputs (see `HSVLTVisualLinguisticAttention`). `True`:
+            the key/value projections folded onto the label queries (the K label vectors are projected instead of the
+            H*W visual tokens); `False`: the authors' straightforward form; `None` (default): in each block, the form
+            that costs fewer multiply-adds (folded in every block of HSVLT-S at 448x448 with 80 labels, straightforward
+            where a stage has fewer tokens than labels, e.g. small images).
         problem_type (`str`, *optional*, defaults to `"multi_label_classification"`):
             HSVLT is a multi-label classifier: one sigmoid per label.
 
@@ -72,7 +74,7 @@ class HSVLTConfig(PreTrainedConfig):
     layer_scale_init_value: float = 1e-6
     drop_path_rate: float | int = 0.0
     image_size: int = 448
-    fold_label_attention: bool = True
+    fold_label_attention: bool | None = None
 
     def __post_init__(self, **kwargs):
         self.depths = list(self.depths)

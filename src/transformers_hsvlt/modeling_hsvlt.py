@@ -213,6 +213,12 @@ class HSVLTVisualLinguisticAttention(nn.Module):
         context, attention_probs = self._attend(split_heads(queries), keys, values)
         return context.transpose(1, 2).reshape(batch_size, num_labels, dim), attention_probs
 
+    def _fold(self, num_labels: int, num_tokens: int, dim: int) -> bool:
+        """Whether to use the folded form: as configured, or (`fold_label_attention=None`) where it saves work."""
+        if self.config.fold_label_attention is not None:
+            return self.config.fold_label_attention
+        return num_labels * dim + (self.num_heads - 1) * num_labels * num_tokens < num_tokens * dim
+
     def forward(
         self, label_features: torch.Tensor, visual_tokens: torch.Tensor, output_attentions: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -224,7 +230,7 @@ class HSVLTVisualLinguisticAttention(nn.Module):
             The multi-modal features `(B, K, C)` and, if `output_attentions`, the attention map `(B, heads, K, H*W)`.
         """
         queries = self.query(label_features) * self.scale
-        if self.config.fold_label_attention:
+        if self._fold(label_features.shape[1], visual_tokens.shape[1], label_features.shape[2]):
             context, attention_probs = self._attention_folded(queries, visual_tokens)
         else:
             context, attention_probs = self._attention_straightforward(queries, visual_tokens)

@@ -27,8 +27,8 @@ from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGH
 from . import data as hsvlt_data
 from .backbone import build_hsvlt_from_convnext
 from .configuration_hsvlt import HSVLTConfig
-from .image_processing_hsvlt import HSVLTImageProcessor
 from .hub import push_checkpoint_to_hub, save_model_card
+from .image_processing_hsvlt import HSVLTImageProcessor
 from .inference import load_dataset_image, load_pretrained_weights
 from .label_embeddings import embed_label_names, load_label_embeddings
 from .metrics import compute_metrics_fn, format_metric_table, multilabel_metrics, sigmoid
