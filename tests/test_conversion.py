@@ -186,19 +186,7 @@ def test_pickled_code_is_refused_and_not_run(authors_state, label_files, tmp_pat
         match=r"malicious\.pth was refused by torch\.load\(weights_only=True\).*GLOBAL exec was not an allowed global",
     ):
         load_state_dict_file(checkpoint)
-    with pytest.raises(SystemExit) as exit_info:
-        main(
-            [
-                str(checkpoint),
-                "--labels",
-                str(labels),
-                "--label-embeddings",
-                str(embeddings),
-                "--output",
-                str(tmp_path / "out"),
-            ]
-        )
-    message = str(exit_info.value.code)
+    message = _cli_error(checkpoint, labels, embeddings, tmp_path / "out")
     assert message.startswith("hsvlt-convert: error: ") and "no code from the file was run" in message
     assert "\n" not in message
     assert not marker.exists() and not (tmp_path / "out").exists()
@@ -224,19 +212,7 @@ def test_cli_user_errors_are_one_line(content, message, label_files, tmp_path):
         checkpoint.write_bytes(content)
     elif content is not None:
         torch.save(content, checkpoint)
-    with pytest.raises(SystemExit) as exit_info:
-        main(
-            [
-                str(checkpoint),
-                "--labels",
-                str(labels),
-                "--label-embeddings",
-                str(embeddings),
-                "--output",
-                str(tmp_path / "o"),
-            ]
-        )
-    text = str(exit_info.value.code)
+    text = _cli_error(checkpoint, labels, embeddings, tmp_path / "o")
     assert text.startswith("hsvlt-convert: error: ") and "\n" not in text
     assert re.search(message, text), text
 
@@ -256,3 +232,10 @@ def test_cli_reports_bad_label_file(authors_state, label_files, tmp_path):
                 str(tmp_path / "o"),
             ]
         )
+
+
+def _cli_error(checkpoint, labels, embeddings, output) -> str:
+    """Run `hsvlt-convert` expecting a user error; return its message."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(checkpoint), "--labels", str(labels), "--label-embeddings", str(embeddings), "--output", str(output)])
+    return str(exit_info.value.code)
