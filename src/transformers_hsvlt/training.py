@@ -57,7 +57,7 @@ RECIPES = {
         weight_decay=1e-4,
         per_device_train_batch_size=16,
         per_device_eval_batch_size=64,
-        num_train_epochs=12,
+        num_train_epochs=20,
         seed=1,
         dataloader_num_workers=0,
     ),
@@ -157,7 +157,7 @@ class DataArguments:
         metadata={"help": "Authors' augmentation (flip, RandomResizedCrop 0.7-1, RandAugment) on the training device. "
                   "Default: on, except for digits (a flip or crop changes or cuts digits while their labels stay)."},
     )
-    digits_train_size: int = field(default=2000, metadata={"help": "Number of training canvases of the digits dataset."})
+    digits_train_size: int = field(default=4000, metadata={"help": "Number of training canvases of the digits dataset."})
     digits_test_size: int = field(default=500, metadata={"help": "Number of test canvases of the digits dataset."})
 
 
