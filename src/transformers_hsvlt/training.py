@@ -78,16 +78,8 @@ COMMON_TRAINING_DEFAULTS = dict(
     lr_scheduler_type="constant",
 )
 
-DATASET_LOADERS = {
-    "digits": None,
-    "voc2007": hsvlt_data.load_voc2007,
-    "coco2014": hsvlt_data.load_coco2014,
-    "nuswide": hsvlt_data.load_nuswide,
-    "list": None,
-    "custom": hsvlt_data.load_custom,
-    "hub": None,
-}
 DEFAULT_SPLITS = {
+    # dataset format -> (training split, evaluation split)
     "digits": ("train", "test"),
     "voc2007": ("trainval", "test"),
     "coco2014": ("train", "validation"),
@@ -138,7 +130,7 @@ class ModelArguments:
 class DataArguments:
     """Which dataset to train on (see `transformers_hsvlt.data`)."""
 
-    dataset: str = field(default="digits", metadata={"help": "Dataset format.", "choices": list(DATASET_LOADERS)})
+    dataset: str = field(default="digits", metadata={"help": "Dataset format.", "choices": list(DEFAULT_SPLITS)})
     data_dir: str | None = field(
         default=None,
         metadata={"help": "Root of the dataset (VOCdevkit, COCO root, NUS-WIDE root, custom CSV/JSONL/folder) or a "
@@ -202,7 +194,8 @@ def load_training_data(data_args: DataArguments, seed: int = 0) -> DatasetDict:
     elif name == "custom":
         splits = hsvlt_data.load_custom(data_args.data_dir, class_names=data_args.label_file)
     else:
-        splits = DATASET_LOADERS[name](data_args.data_dir)
+        loaders = {"voc2007": hsvlt_data.load_voc2007, "coco2014": hsvlt_data.load_coco2014, "nuswide": hsvlt_data.load_nuswide}
+        splits = loaders[name](data_args.data_dir)
     train_split = data_args.train_split or DEFAULT_SPLITS[name][0]
     eval_split = data_args.eval_split or DEFAULT_SPLITS[name][1]
     for split in (train_split, eval_split):
