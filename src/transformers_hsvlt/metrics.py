@@ -20,6 +20,7 @@ __all__ = [
     "format_metric_table",
     "load_multilabel_metric",
     "multilabel_metrics",
+    "per_class_by_name",
     "sigmoid",
 ]
 
@@ -68,6 +69,12 @@ def compute_metrics_fn(threshold: float = 0.5, top_k: int = 3):
 
 def _format_value(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.2f}"
+
+
+def per_class_by_name(results: dict, class_names) -> tuple[dict, dict]:
+    """Split metric results into the overall values and `{class name: AP}` (e.g. for JSON files and model cards)."""
+    overall = {key: value for key, value in results.items() if key != "per_class_AP"}
+    return overall, dict(zip(class_names, results["per_class_AP"]))
 
 
 def format_metric_table(results: dict, class_names=None) -> str:

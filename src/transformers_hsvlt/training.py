@@ -31,7 +31,7 @@ from .hub import push_checkpoint_to_hub, save_model_card
 from .image_processing_hsvlt import HSVLTImageProcessor
 from .inference import load_dataset_image, load_pretrained_weights
 from .label_embeddings import embed_label_names, load_label_embeddings
-from .metrics import compute_metrics_fn, format_metric_table, multilabel_metrics, sigmoid
+from .metrics import compute_metrics_fn, format_metric_table, multilabel_metrics, per_class_by_name, sigmoid
 from .modeling_hsvlt import HSVLTForMultiLabelClassification
 
 logger = logging.get_logger(__name__)
@@ -479,13 +479,14 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
         save_results(training_args.output_dir, results, class_names)
         if data_args.dataset == "digits":
             save_examples(training_args.output_dir, splits["eval"])
+        overall, per_class_ap = per_class_by_name(results, class_names)
         save_model_card(
             training_args.output_dir,
             model=trainer.model,
             base_model=model_args.backbone or model_args.model_name_or_path,
             dataset_name=data_args.dataset if data_args.dataset != "hub" else data_args.data_dir,
-            metrics={key: value for key, value in results.items() if key != "per_class_AP"},
-            per_class_ap=dict(zip(class_names, results["per_class_AP"])),
+            metrics=overall,
+            per_class_ap=per_class_ap,
             training_args=training_args,
             repo_id=training_args.hub_model_id,
         )
@@ -514,6 +515,6 @@ def save_examples(output_dir: str, dataset, count: int = 6) -> list[Path]:
 
 def save_results(output_dir: str, results: dict, class_names: list[str]) -> None:
     """Write `eval_results.json`: the overall metrics and the per-class AP by class name."""
-    payload = {key: value for key, value in results.items() if key != "per_class_AP"}
-    payload["per_class_AP"] = dict(zip(class_names, results["per_class_AP"]))
+    payload, per_class_ap = per_class_by_name(results, class_names)
+    payload["per_class_AP"] = per_class_ap
     Path(output_dir, "eval_results.json").write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n")

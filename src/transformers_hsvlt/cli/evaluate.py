@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from transformers import HfArgumentParser
 
 from ..inference import evaluate_split, load_checkpoint
-from ..metrics import format_metric_table
+from ..metrics import format_metric_table, per_class_by_name
 from ..training import DataArguments, load_training_data
 
 
@@ -44,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         for path, reason in result.skipped:
             print(f"  {path}: {reason}", file=sys.stderr)
     if eval_args.json:
-        payload = {key: value for key, value in result.metrics.items() if key != "per_class_AP"}
-        payload["per_class_AP"] = dict(zip(result.class_names, result.metrics["per_class_AP"]))
+        payload, per_class_ap = per_class_by_name(result.metrics, result.class_names)
+        payload["per_class_AP"] = per_class_ap
         payload["num_images"] = len(split) - len(result.skipped)
         payload["skipped"] = [{"path": path, "reason": reason} for path, reason in result.skipped]
         with open(eval_args.json, "w") as file:
