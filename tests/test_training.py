@@ -149,3 +149,26 @@ def test_warmup_then_plateau_schedule():
     restored.load_state_dict(state)
     assert (restored.scale, restored.best) == (pytest.approx(0.1), 60.0)
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
+
+
+@pytest.mark.parametrize("stage, side", [(-1, 2), (0, 16), (2, 4)])
+def test_heatmaps_are_the_last_block_attention_of_the_chosen_stage(trained, stage, side):
+    import torch
+
+    from transformers_hsvlt.inference import load_checkpoint, predict
+
+    output_dir, _ = trained
+    model, processor = load_checkpoint(str(output_dir), "cpu")
+    image = Image.open(sorted((output_dir / "examples").glob("*.png"))[0])
+    (prediction,) = predict(model, processor, [image], ["x"], threshold=0, top_k=1, with_heatmaps=True, heatmap_stage=stage)
+    (label,) = prediction.labels
+    heatmap = prediction.heatmaps[label["label"]]
+    assert heatmap.shape == (side, side)  # 64 px input: stage maps of 16, 8, 4 and 2 tokens a side
+    with torch.no_grad():
+        attentions = model(**processor(image, return_tensors="pt"), output_attentions=True).attentions
+    last_block_of_stage = [0, 1, 4, 5][stage]  # tiny preset depths [1, 1, 3, 1]
+    expected = attentions[last_block_of_stage][0].mean(0)[label["index"]].reshape(side, side).numpy()
+    np.testing.assert_allclose(heatmap, expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(heatmap.sum(), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="heatmap_stage must be a stage index in \\[-4, 3\\], got 4"):
+        predict(model, processor, [image], ["x"], with_heatmaps=True, heatmap_stage=4)

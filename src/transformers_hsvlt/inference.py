@@ -114,7 +114,7 @@ def expand_image_arguments(arguments: list[str]) -> tuple[list[str], list[str]]:
 @dataclass
 class Prediction:
     """The predicted labels of one image: `[{"label", "score", "index"}]` by decreasing score, and optionally the
-    attention heatmap of each predicted label `(height, width)` over the last stage's feature map."""
+    attention heatmap of each predicted label `(height, width)` over the feature map of the chosen stage."""
 
     source: str
     labels: list[dict]
@@ -130,15 +130,23 @@ def predict(
     threshold: float | None = 0.5,
     top_k: int | None = None,
     with_heatmaps: bool = False,
+    heatmap_stage: int = -1,
 ) -> list[Prediction]:
-    """Predict the labels of a batch of images, with the IVLA attention of each predicted label if asked."""
+    """Predict the labels of a batch of images, with the IVLA attention of each predicted label if asked: the map of
+    the last block of stage `heatmap_stage` (default the last stage, as the authors; earlier stages give finer maps),
+    averaged over heads."""
+    num_stages = len(model.config.depths)
+    if not -num_stages <= heatmap_stage < num_stages:
+        raise ValueError(f"heatmap_stage must be a stage index in [{-num_stages}, {num_stages - 1}], got {heatmap_stage}.")
     pixel_values = processor(images=images, return_tensors="pt")["pixel_values"].to(model.device, model.dtype)
     outputs = model(pixel_values, output_attentions=with_heatmaps, output_hidden_states=with_heatmaps)
     labels = processor.post_process_multi_label(outputs.logits.float().cpu(), threshold, top_k, model.config.id2label)
     predictions = [Prediction(source, image_labels) for source, image_labels in zip(sources, labels)]
     if with_heatmaps:
-        height, width = outputs.hidden_states[-1].shape[-2:]
-        attention = outputs.attentions[-1].float().mean(dim=1).cpu().numpy()  # (B, K, H*W), averaged over heads
+        stage = heatmap_stage % num_stages
+        height, width = outputs.hidden_states[stage + 1].shape[-2:]
+        last_block = sum(model.config.depths[: stage + 1]) - 1
+        attention = outputs.attentions[last_block].float().mean(dim=1).cpu().numpy()  # (B, K, H*W)
         for index, prediction in enumerate(predictions):
             for label in prediction.labels:
                 prediction.heatmaps[label["label"]] = attention[index, label["index"]].reshape(height, width)

@@ -22,6 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--top-k", type=int, default=None, help="Keep at most this many labels per image.")
     parser.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
     parser.add_argument("--heatmaps", metavar="DIR", help="Write attention heatmap overlays of the predicted labels here.")
+    parser.add_argument(
+        "--heatmap-stage", type=int, default=-1,
+        help="Stage whose last-block attention the heatmaps show (default -1, the last, as the authors; 0 is finest).",
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="Images per forward pass (default 8).")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available).")
     return parser
@@ -69,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         batch = loaded[start : start + args.batch_size]
         batch_predictions = predict(
             model, processor, [image for _, image in batch], [source for source, _ in batch],
-            args.threshold, args.top_k, with_heatmaps=bool(args.heatmaps),
+            args.threshold, args.top_k, with_heatmaps=bool(args.heatmaps), heatmap_stage=args.heatmap_stage,
         )
         if args.heatmaps:
             _write_heatmaps(args.heatmaps, batch_predictions, [image for _, image in batch])
