@@ -108,7 +108,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def build_models(num_labels: int) -> dict[str, nn.Module]:
     """The three measured models, HSVLT-S folded and straightforward sharing the same random weights."""
     torch.manual_seed(0)
-    folded = HSVLTForMultiLabelClassification(HSVLTConfig(num_labels=num_labels))
+    folded = HSVLTForMultiLabelClassification(HSVLTConfig(num_labels=num_labels, fold_label_attention=True))
     straightforward = HSVLTForMultiLabelClassification(HSVLTConfig(num_labels=num_labels, fold_label_attention=False))
     straightforward.load_state_dict(folded.state_dict())
     convnext = ConvNextModel(ConvNextConfig(depths=[3, 3, 27, 3], hidden_sizes=[96, 192, 384, 768]))
