@@ -5,15 +5,15 @@ from setuptools import find_packages, setup
 setup(
     name="transformers-hsvlt",
     version="0.1.0",
-    description="HSVLT (Hierarchical Scale-Aware Vision-Language Transformer) for multi-label image classification, "
-    "as a Hugging Face transformers model.",
+    description="HSVLT (Hierarchical Scale-Aware Vision-Language Transformer) and its sibling multi-label image "
+    "classifiers (MSRN, PatchCT, PVLR) as Hugging Face transformers models.",
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     package_dir={"": "src"},
     packages=find_packages("src"),
     include_package_data=True,
-    package_data={"transformers_hsvlt": ["metric/*.py", "metric/*.md"]},
+    package_data={"transformers_hsvlt": ["evaluation/metric/*.py", "evaluation/metric/*.md"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.4",
@@ -31,14 +31,18 @@ setup(
     ],
     extras_require={
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1"],
+        "demo": ["matplotlib>=3.7", "gradio>=4.0"],
         "tests": [
             "pytest>=7.4",
             "scikit-image>=0.22",
             "onnx>=1.16",
             "onnxruntime>=1.18",
             "onnxscript>=0.1",
+            "matplotlib>=3.7",
+            "gradio>=4.0",
+            "playwright>=1.40",
+            "ruff",
         ],
-        "dev": ["pytest>=7.4", "scikit-image>=0.22", "onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1", "ruff"],
     },
     entry_points={
         "console_scripts": [
@@ -47,6 +51,7 @@ setup(
             "hsvlt-predict=transformers_hsvlt.cli.predict:main",
             "hsvlt-embed-labels=transformers_hsvlt.cli.embed_labels:main",
             "hsvlt-convert=transformers_hsvlt.cli.convert:main",
+            "hsvlt-demo=transformers_hsvlt.cli.demo:main",
         ]
     },
     classifiers=[

@@ -2,16 +2,28 @@
 
 Measured models (random weights, nothing is downloaded):
 
-* `HSVLT-S folded`: `HSVLTForMultiLabelClassification(HSVLTConfig(num_labels=80))`, IVLA with the key/value
-  projections folded onto the label queries (the default).
+* `HSVLT-S`: `HSVLTForMultiLabelClassification(HSVLTConfig(num_labels=80, fold_label_attention=True))`, IVLA with
+  the key/value projections folded onto the label queries; in eager inference with the cached weight products
+  (`W_q^T W_k`, `W_p W_v`, `vis_project` fused with the queries, see `HSVLTWeightProducts`).
 * `HSVLT-S straightforward`: the same weights with `fold_label_attention=False` (the authors' form).
 * `ConvNeXt-S`: transformers' `ConvNextModel(ConvNextConfig(depths=[3, 3, 27, 3], hidden_sizes=[96, 192, 384, 768]))`,
   the visual hierarchy HSVLT-S is built on, without any label side.
 
-For every model, memory format and precision it reports the multiply-accumulates per image (`FlopCounterMode` FLOPs
-/ 2, counted on a forward pass), the median time of an inference forward (`eval()`, `torch.no_grad()`) and of a
-training step (`train()`, forward + backward of a loss, gradients reset before each step) over `--repeats` rounds,
-images/s, and the peak memory of each step:
+Backends (`--backends`):
+
+* `eager`: the PyTorch modules as they are.
+* `compile`: `torch.compile(model)` (inductor, default mode), compiled separately for inference and training (the
+  compilation time is reported, not timed). Under `torch.compile` HSVLT uses the folded form without cached products.
+* `onnxruntime`: inference only. HSVLT-S exported with `transformers_hsvlt.export.export_onnx` (its weight products
+  are folded into constants by ONNX Runtime when the session is created), ConvNeXt-S with `torch.onnx.export(...,
+  dynamo=True)` of its pooled output; one `InferenceSession` (CPU provider, default graph optimisations,
+  `intra_op_num_threads` = the torch thread count).
+
+For every model, backend, memory format and precision it reports the multiply-accumulates per image
+(`FlopCounterMode` FLOPs / 2, counted on an eager forward of the form the backend runs, after a warm-up forward so
+that the one-time weight products are not counted), the median time of an inference forward (`eval()`,
+`torch.no_grad()`) and of a training step (`train()`, forward + backward of a loss, gradients reset before each
+step) over `--repeats` rounds, images/s, and for `eager` the peak memory of each step:
 
 * CPU: the peak of the bytes held by torch's CPU allocator during the step, above what was held before it (weights,
   inputs), from the allocation and free events recorded by `torch.profiler.profile(profile_memory=True)` in an extra,
@@ -19,18 +31,17 @@ images/s, and the peak memory of each step:
   interpreter, so it is the CPU counterpart of `torch.cuda.max_memory_allocated`, not an RSS figure.
 * CUDA: `torch.cuda.max_memory_allocated()` during the step minus `torch.cuda.memory_allocated()` before it.
 
-The models are measured in interleaved rounds (each round times every model once, in an order rotated from round to
-round) so that the load of a shared machine affects them alike; the medians over rounds are reported. Times are
+The cases are measured in interleaved rounds (each round times every case once, in an order rotated from round to
+round) so that the load of a shared machine affects them alike; the medians over rounds are reported. All inference
+rounds come first, then all training rounds, each phase after one untimed step per case: HSVLT-S's weight products
+(dropped by `train()`) are computed once, as in real inference, not before every timed forward. Times are
 wall-clock by default; `--clock cpu` times the CPU time of the process instead, which with `--threads 1` leaves out
-the time the process waited for a CPU on a busy machine. On CUDA it also measures bf16 autocast and searches the
-largest training batch that fits in memory (doubling, then bisection on out-of-memory errors).
+the time the process waited for a CPU on a busy machine. `--busy-processes N` starts N busy-looping processes (a
+machine shared with other work) before anything else and stops them at the end; `--threads auto` takes as many threads
+as CPUs are idle then (`idle_cpus`). On CUDA it also measures bf16 autocast and
+searches the largest training batch that fits in memory (doubling, then bisection on out-of-memory errors).
 
-The runs behind `benchmarks/results.md` (CPU):
-
-    python benchmarks/benchmark.py --threads 1 --clock cpu --batch-size 1 --repeats 9 \
-        --memory-formats contiguous,channels_last --output results_1_thread.md
-    python benchmarks/benchmark.py --threads 2 --batch-size 1 --repeats 7 \
-        --memory-formats contiguous,channels_last --output results_2_threads.md
+The runs behind `benchmarks/results.md` (CPU) are listed there.
 """
 
 import argparse
@@ -39,8 +50,13 @@ import datetime
 import os
 import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import transformers
@@ -50,9 +66,13 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import ConvNextConfig, ConvNextModel
 
 from transformers_hsvlt import HSVLTConfig, HSVLTForMultiLabelClassification
+from transformers_hsvlt.export import export_onnx
 
-FOLDED, STRAIGHTFORWARD, CONVNEXT = "HSVLT-S folded", "HSVLT-S straightforward", "ConvNeXt-S"
+
+FOLDED, STRAIGHTFORWARD, CONVNEXT = "HSVLT-S", "HSVLT-S straightforward", "ConvNeXt-S"
+MODEL_KEYS = {"hsvlt": FOLDED, "straightforward": STRAIGHTFORWARD, "convnext": CONVNEXT}
 MODES = ("inference", "training")
+BACKENDS = ("eager", "compile", "onnxruntime")
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 CLOCK_DESCRIPTIONS = {
     "wall": "wall-clock time (`time.perf_counter`)",
@@ -63,18 +83,29 @@ CLOCK_DESCRIPTIONS = {
 
 @dataclass
 class Measurement:
-    """Everything measured for one model in one memory format and precision."""
+    """Everything measured for one model under one backend, memory format and precision."""
 
     model: str
+    backend: str
     memory_format: str
     precision: str
     macs_per_image: float = 0.0
+    setup_seconds: float = 0.0
     seconds: dict[str, list[float]] = field(default_factory=lambda: {mode: [] for mode in MODES})
     peak_bytes: dict[str, float] = field(default_factory=dict)
     max_batch_size: int | None = None
 
-    def median(self, mode: str) -> float:
-        return statistics.median(self.seconds[mode])
+    def median(self, mode: str) -> float | None:
+        return statistics.median(self.seconds[mode]) if self.seconds[mode] else None
+
+
+@dataclass
+class Case:
+    """A measurement and the step functions that produce it (`mode -> step()`, only the supported modes)."""
+
+    measurement: Measurement
+    model: nn.Module
+    steps: dict[str, Callable[[], None]]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -82,10 +113,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--image-size", type=int, default=448)
     parser.add_argument("--num-labels", type=int, default=80)
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice).")
+    parser.add_argument(
+        "--threads",
+        default=None,
+        help="torch.set_num_threads: a number, or `auto` for the CPUs idle at the start (see `idle_cpus`); default: "
+        "torch's choice (one per core).",
+    )
     parser.add_argument("--repeats", type=int, default=5, help="Timed rounds; the median over rounds is reported.")
-    parser.add_argument("--warmup", type=int, default=1, help="Untimed steps per model and mode before the rounds.")
+    parser.add_argument("--warmup", type=int, default=1, help="Untimed steps per case and mode before the rounds.")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--models", default="hsvlt,straightforward,convnext", help=f"Comma-separated: {', '.join(MODEL_KEYS)}."
+    )
+    parser.add_argument("--backends", default="eager", help=f"Comma-separated: {', '.join(BACKENDS)}.")
+    parser.add_argument("--modes", default="inference,training", help="Comma-separated: inference, training.")
     parser.add_argument(
         "--memory-formats", default="contiguous", help="Comma-separated: contiguous, channels_last (model and input)."
     )
@@ -100,77 +141,141 @@ def parse_args(argv=None) -> argparse.Namespace:
         default="wall",
         help="wall: elapsed time. cpu: CPU time of the process, steadier with --threads 1 on a shared machine.",
     )
+    parser.add_argument(
+        "--busy-processes", type=int, default=0, help="Busy-looping processes competing for the CPUs during the rounds."
+    )
+    parser.add_argument("--no-memory", action="store_true", help="Skip the (untimed) peak-memory steps.")
     parser.add_argument("--max-batch-limit", type=int, default=1024, help="Upper bound of the CUDA batch-size search.")
     parser.add_argument("--output", default=None, help="Write the markdown report there (also printed).")
     return parser.parse_args(argv)
 
 
-def build_models(num_labels: int) -> dict[str, nn.Module]:
-    """The three measured models, HSVLT-S folded and straightforward sharing the same random weights."""
+def build_models(num_labels: int, names: list[str]) -> dict[str, nn.Module]:
+    """The measured models, HSVLT-S folded and straightforward sharing the same random weights."""
     torch.manual_seed(0)
     folded = HSVLTForMultiLabelClassification(HSVLTConfig(num_labels=num_labels, fold_label_attention=True))
-    straightforward = HSVLTForMultiLabelClassification(HSVLTConfig(num_labels=num_labels, fold_label_attention=False))
-    straightforward.load_state_dict(folded.state_dict())
-    convnext = ConvNextModel(ConvNextConfig(depths=[3, 3, 27, 3], hidden_sizes=[96, 192, 384, 768]))
-    return {FOLDED: folded, STRAIGHTFORWARD: straightforward, CONVNEXT: convnext}
+    models = {FOLDED: folded}
+    if STRAIGHTFORWARD in names:
+        straightforward = HSVLTForMultiLabelClassification(
+            HSVLTConfig(num_labels=num_labels, fold_label_attention=False)
+        )
+        straightforward.load_state_dict(folded.state_dict())
+        models[STRAIGHTFORWARD] = straightforward
+    if CONVNEXT in names:
+        models[CONVNEXT] = ConvNextModel(ConvNextConfig(depths=[3, 3, 27, 3], hidden_sizes=[96, 192, 384, 768]))
+    return {name: models[name] for name in names}
 
 
-def make_inputs(model: nn.Module, batch_size: int, image_size: int, device: str, memory_format: str) -> dict:
+def make_inputs(name: str, batch_size: int, image_size: int, num_labels: int, device: str, memory_format: str) -> dict:
     """Random images in [0, 1] (and random targets for HSVLT, whose training loss is its own BCE)."""
     generator = torch.Generator().manual_seed(batch_size)
     pixel_values = torch.rand(batch_size, 3, image_size, image_size, generator=generator).to(device)
     if memory_format == "channels_last":
         pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
     inputs = {"pixel_values": pixel_values}
-    if isinstance(model, HSVLTForMultiLabelClassification):
-        labels = torch.randint(0, 2, (batch_size, model.config.num_labels), generator=generator)
+    if name != CONVNEXT:
+        labels = torch.randint(0, 2, (batch_size, num_labels), generator=generator)
         inputs["labels"] = labels.float().to(device)
     return inputs
 
 
-def training_loss(model: nn.Module, inputs: dict) -> torch.Tensor:
-    """HSVLT: its BCE on random targets. ConvNeXt (no head): the mean square of its pooled features."""
-    if isinstance(model, HSVLTForMultiLabelClassification):
-        return model(**inputs).loss
-    return model(inputs["pixel_values"]).pooler_output.float().pow(2).mean()
+def autocast(precision: str, device: str):
+    if precision == "bf16":
+        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
-def run_step(model: nn.Module, inputs: dict, mode: str, precision: str, device: str) -> None:
-    """One inference forward (eval, no_grad) or one training step (train, forward + backward)."""
-    autocast = (
-        torch.autocast(device_type=device, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
-    )
-    if mode == "inference":
-        model.eval()
-        with torch.no_grad(), autocast:
-            model(inputs["pixel_values"])
+def inference_step(model: nn.Module, inputs: dict, precision: str, device: str) -> None:
+    model.eval()
+    with torch.no_grad(), autocast(precision, device):
+        model(inputs["pixel_values"])
+
+
+def training_step(model: nn.Module, inputs: dict, precision: str, device: str) -> None:
+    """Forward + backward of HSVLT's own BCE on random targets, or of the mean square of ConvNeXt's pooled features."""
+    model.train()
+    model.zero_grad(set_to_none=True)
+    with autocast(precision, device):
+        if "labels" in inputs:
+            loss = model(**inputs).loss
+        else:
+            loss = model(inputs["pixel_values"]).pooler_output.float().pow(2).mean()
+    loss.backward()
+
+
+class PooledOutput(nn.Module):
+    """ConvNeXt reduced to `pixel_values -> pooler_output`, for its ONNX export."""
+
+    def __init__(self, model: ConvNextModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values).pooler_output
+
+
+def onnx_session(name: str, model: nn.Module, inputs: dict, directory: Path):
+    """Export `model` and open an ONNX Runtime session on it (CPU provider, torch's thread count)."""
+    import onnxruntime
+
+    path = directory / f"{name.replace(' ', '_')}.onnx"
+    batch_size, _, image_size, _ = inputs["pixel_values"].shape
+    if name == CONVNEXT:
+        with torch.no_grad():
+            torch.onnx.export(
+                PooledOutput(model).eval(),
+                (inputs["pixel_values"].contiguous(),),
+                path,
+                input_names=["pixel_values"],
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
     else:
-        model.train()
-        model.zero_grad(set_to_none=True)
-        with autocast:
-            loss = training_loss(model, inputs)
-        loss.backward()
+        export_onnx(model, path, image_size=image_size, batch_size=batch_size, dynamic_batch=False)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def synchronize(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+def make_steps(case: Measurement, model: nn.Module, inputs: dict, modes: list[str], args, directory: Path) -> dict:
+    """The step functions of one case; compiles or exports first (the time it takes goes to `setup_seconds`)."""
+    device, precision = args.device, case.precision
+    start = time.perf_counter()
+    if case.backend == "onnxruntime":
+        session = onnx_session(case.model, model, inputs, directory)
+        feed = {"pixel_values": inputs["pixel_values"].contiguous().cpu().numpy()}
+        steps = {"inference": lambda: session.run(None, feed)}
+    else:
+        runnable = torch.compile(model) if case.backend == "compile" else model
+        steps = {
+            "inference": lambda: inference_step(runnable, inputs, precision, device),
+            "training": lambda: training_step(runnable, inputs, precision, device),
+        }
+    steps = {mode: step for mode, step in steps.items() if mode in modes}
+    for step in steps.values():
+        step()  # compiles, creates the weight products
+    case.setup_seconds = time.perf_counter() - start
+    return steps
 
 
-def timed_step(model: nn.Module, inputs: dict, mode: str, precision: str, device: str, clock: str) -> float:
-    synchronize(device)
-    start = CLOCKS[clock]()
-    run_step(model, inputs, mode, precision, device)
-    synchronize(device)
-    return CLOCKS[clock]() - start
-
-
-def count_macs(model: nn.Module, inputs: dict, precision: str, device: str) -> float:
-    """Multiply-accumulates per image of one inference forward: FLOPs counted by `FlopCounterMode`, halved."""
+def count_macs(model: nn.Module, backend: str, inputs: dict, precision: str, device: str) -> float:
+    """Multiply-accumulates per image of one eager forward of the form `backend` runs: the inference form (weight
+    products, warmed up first) for `eager` and `onnxruntime`, the training form (folded, no products) for `compile`."""
+    counted = inference_step_in_training_form if backend == "compile" else inference_step
+    counted(model, inputs, precision, device)
     counter = FlopCounterMode(display=False)
     with counter:
-        run_step(model, inputs, "inference", precision, device)
+        counted(model, inputs, precision, device)
+    model.eval()
     return counter.get_total_flops() / 2 / inputs["pixel_values"].shape[0]
+
+
+def inference_step_in_training_form(model: nn.Module, inputs: dict, precision: str, device: str) -> None:
+    """A forward without gradients in training mode (drop path 0: the same outputs), which never uses the products."""
+    model.train()
+    with torch.no_grad(), autocast(precision, device):
+        model(inputs["pixel_values"])
 
 
 def cpu_peak_bytes(step) -> float:
@@ -196,19 +301,24 @@ def cuda_peak_bytes(step) -> float:
     return float(torch.cuda.max_memory_allocated() - before)
 
 
-def peak_bytes(model: nn.Module, inputs: dict, mode: str, precision: str, device: str) -> float:
-    def step():
-        run_step(model, inputs, mode, precision, device)
-
-    model.zero_grad(set_to_none=True)
-    return cuda_peak_bytes(step) if device.startswith("cuda") else cpu_peak_bytes(step)
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
-def fits_in_memory(model: nn.Module, batch_size: int, args, memory_format: str, precision: str) -> bool:
+def timed(step, device: str, clock: str) -> float:
+    synchronize(device)
+    start = CLOCKS[clock]()
+    step()
+    synchronize(device)
+    return CLOCKS[clock]() - start
+
+
+def fits_in_memory(name: str, model: nn.Module, batch_size: int, args, memory_format: str, precision: str) -> bool:
     """Whether one training step at `batch_size` runs without a CUDA out-of-memory error."""
     try:
-        inputs = make_inputs(model, batch_size, args.image_size, args.device, memory_format)
-        run_step(model, inputs, "training", precision, args.device)
+        inputs = make_inputs(name, batch_size, args.image_size, args.num_labels, args.device, memory_format)
+        training_step(model, inputs, precision, args.device)
         return True
     except torch.OutOfMemoryError:
         return False
@@ -217,59 +327,77 @@ def fits_in_memory(model: nn.Module, batch_size: int, args, memory_format: str, 
         torch.cuda.empty_cache()
 
 
-def largest_batch(model: nn.Module, args, memory_format: str, precision: str) -> int:
+def largest_batch(name: str, model: nn.Module, args, memory_format: str, precision: str) -> int:
     """The largest training batch that fits (0 if not even one image): doubling, then bisection."""
     low, high = 0, 1
-    while high <= args.max_batch_limit and fits_in_memory(model, high, args, memory_format, precision):
+    while high <= args.max_batch_limit and fits_in_memory(name, model, high, args, memory_format, precision):
         low, high = high, high * 2
     high = min(high, args.max_batch_limit + 1)
     while high - low > 1:
         middle = (low + high) // 2
-        low, high = (middle, high) if fits_in_memory(model, middle, args, memory_format, precision) else (low, middle)
+        fits = fits_in_memory(name, model, middle, args, memory_format, precision)
+        low, high = (middle, high) if fits else (low, middle)
     return low
 
 
-def measure(args) -> list[Measurement]:
-    device = args.device
-    memory_formats = args.memory_formats.split(",")
+@contextlib.contextmanager
+def busy_processes(count: int):
+    """`count` busy-looping Python processes for the duration of the block (stopped by their process ids)."""
+    processes = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait()
+
+
+def prepare_cases(args, directory: Path) -> list[Case]:
+    device, modes = args.device, args.modes.split(",")
     precisions = (args.precisions or ("fp32,bf16" if device.startswith("cuda") else "fp32")).split(",")
-    models = build_models(args.num_labels)
-    cases = [
-        (Measurement(name, memory_format, precision), model)
-        for memory_format in memory_formats
-        for precision in precisions
-        for name, model in models.items()
-    ]
+    models = build_models(args.num_labels, [MODEL_KEYS[key] for key in args.models.split(",")])
+    cases = []
+    for memory_format in args.memory_formats.split(","):
+        layout = torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
+        for precision in precisions:
+            for backend in args.backends.split(","):
+                for name, model in models.items():
+                    model = model.to(device=device, memory_format=layout)
+                    measurement = Measurement(name, backend, memory_format, precision)
+                    inputs = make_inputs(name, args.batch_size, args.image_size, args.num_labels, device, memory_format)
+                    single = make_inputs(name, 1, args.image_size, args.num_labels, device, memory_format)
+                    measurement.macs_per_image = count_macs(model, backend, single, precision, device)
+                    steps = make_steps(measurement, model, inputs, modes, args, directory)
+                    for mode, step in steps.items():
+                        for _ in range(args.warmup):
+                            step()
+                        if backend == "eager" and not args.no_memory:  # right after warm-up steps of the same mode
+                            model.zero_grad(set_to_none=True)
+                            measure_peak = cuda_peak_bytes if device.startswith("cuda") else cpu_peak_bytes
+                            measurement.peak_bytes[mode] = measure_peak(step)
+                    cases.append(Case(measurement, model, steps))
+                    print(f"prepared {name} ({backend}, {memory_format}, {precision})", flush=True)
+    return cases
 
-    def prepare(measurement: Measurement, model: nn.Module) -> tuple[nn.Module, dict]:
-        memory_format = torch.channels_last if measurement.memory_format == "channels_last" else torch.contiguous_format
-        model = model.to(device=device, memory_format=memory_format)
-        return model, make_inputs(model, args.batch_size, args.image_size, device, measurement.memory_format)
 
-    for measurement, model in cases:
-        model, inputs = prepare(measurement, model)
-        single = make_inputs(model, 1, args.image_size, device, measurement.memory_format)
-        measurement.macs_per_image = count_macs(model, single, measurement.precision, device)
+def measure(args) -> list[Measurement]:
+    with tempfile.TemporaryDirectory() as directory:
+        cases = prepare_cases(args, Path(directory))
         for mode in MODES:
-            for _ in range(args.warmup):
-                run_step(model, inputs, mode, measurement.precision, device)
-            measurement.peak_bytes[mode] = peak_bytes(model, inputs, mode, measurement.precision, device)
-        print(f"prepared {measurement.model} ({measurement.memory_format}, {measurement.precision})", flush=True)
-
-    for round_index in range(args.repeats):
-        shift = round_index % len(cases)
-        for measurement, model in cases[shift:] + cases[:shift]:
-            model, inputs = prepare(measurement, model)
-            for mode in MODES:
-                seconds = timed_step(model, inputs, mode, measurement.precision, device, args.clock)
-                measurement.seconds[mode].append(seconds)
-        print(f"round {round_index + 1}/{args.repeats} done", flush=True)
-
-    if device.startswith("cuda"):
-        for measurement, model in cases:
-            model, _ = prepare(measurement, model)
-            measurement.max_batch_size = largest_batch(model, args, measurement.memory_format, measurement.precision)
-    return [measurement for measurement, _ in cases]
+            timed_cases = [case for case in cases if mode in case.steps]
+            for step in (case.steps[mode] for case in timed_cases):
+                step()  # e.g. HSVLT's weight products, dropped by the training steps, are computed again here
+            for round_index in range(args.repeats):
+                shift = round_index % max(len(timed_cases), 1)
+                for case in timed_cases[shift:] + timed_cases[:shift]:
+                    case.measurement.seconds[mode].append(timed(case.steps[mode], args.device, args.clock))
+                print(f"{mode} round {round_index + 1}/{args.repeats} done", flush=True)
+    if args.device.startswith("cuda"):
+        for case in cases:
+            m = case.measurement
+            if m.backend == "eager":
+                m.max_batch_size = largest_batch(m.model, case.model, args, m.memory_format, m.precision)
+    return [case.measurement for case in cases]
 
 
 def machine_description(args) -> str:
@@ -281,61 +409,116 @@ def machine_description(args) -> str:
     return f"{model_name} ({os.cpu_count()} logical CPUs), {torch.get_num_threads()} torch thread(s)"
 
 
+def idle_cpus(sample_seconds: float = 0.5) -> int:
+    """How many CPUs are idle now: the idle share of all CPU time over `sample_seconds` (from `/proc/stat`), times the
+    number of CPUs, rounded, at least 1; `os.cpu_count()` where `/proc/stat` does not exist. On a machine whose cores
+    are busy with other work, that many intra-op threads avoid waiting at every parallel region for a thread that lost
+    its core."""
+
+    def idle_and_total() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            values = [int(value) for value in stat.readline().split()[1:]]
+        return values[3] + values[4], sum(values[:8])  # idle + iowait; user..steal
+
+    try:
+        idle_before, total_before = idle_and_total()
+        time.sleep(sample_seconds)
+        idle_after, total_after = idle_and_total()
+    except OSError:
+        return os.cpu_count() or 1
+    idle_share = (idle_after - idle_before) / max(total_after - total_before, 1)
+    return max(1, round(idle_share * (os.cpu_count() or 1)))
+
+
 def load_average() -> str:
     """The 1-minute load average (runnable processes), which says how shared the machine was."""
     return f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "n/a"
 
 
-def ratio(numerator: float, denominator: float) -> str:
-    return f"{numerator / denominator:.3f}"
+def ratio(numerator: float | None, denominator: float | None) -> str:
+    return f"{numerator / denominator:.3f}" if numerator and denominator else "n/a"
 
 
-def ratio_rows(folded: Measurement, straightforward: Measurement, convnext: Measurement) -> list[tuple[str, str, str]]:
-    """(quantity, value, target) rows comparing the folded form with ConvNeXt-S and with the straightforward form."""
-    return [
-        ("GMACs / image, folded HSVLT-S", f"{folded.macs_per_image / 1e9:.2f}", "<= 40"),
-        ("MACs, folded / ConvNeXt-S", ratio(folded.macs_per_image, convnext.macs_per_image), ""),
-        ("MACs, straightforward / ConvNeXt-S", ratio(straightforward.macs_per_image, convnext.macs_per_image), ""),
-        (
-            "inference time, folded / ConvNeXt-S",
-            ratio(folded.median("inference"), convnext.median("inference")),
-            "<= 1.2",
-        ),
-        (
-            "training time, folded / ConvNeXt-S",
-            ratio(folded.median("training"), convnext.median("training")),
-            "<= 1.3",
-        ),
-        (
-            "inference speed-up, folded vs straightforward",
-            ratio(straightforward.median("inference"), folded.median("inference")),
-            ">= 1.25",
-        ),
-        (
-            "training speed-up, folded vs straightforward",
-            ratio(straightforward.median("training"), folded.median("training")),
-            "",
-        ),
-        (
-            "peak training memory, folded / ConvNeXt-S",
-            ratio(folded.peak_bytes["training"], convnext.peak_bytes["training"]),
-            "",
-        ),
-        (
-            "peak training memory, folded / straightforward",
-            ratio(folded.peak_bytes["training"], straightforward.peak_bytes["training"]),
-            "",
-        ),
-    ]
+def ratio_rows(by_model: dict[str, Measurement]) -> list[tuple[str, str, str]]:
+    """(quantity, value, target) rows comparing HSVLT-S with ConvNeXt-S and with the straightforward form."""
+    folded, straightforward, convnext = (by_model.get(name) for name in (FOLDED, STRAIGHTFORWARD, CONVNEXT))
+    rows = []
+    if folded:
+        rows.append(("GMACs / image, HSVLT-S", f"{folded.macs_per_image / 1e9:.2f}", "<= 40"))
+    if folded and convnext:
+        rows += [
+            ("MACs, HSVLT-S / ConvNeXt-S", ratio(folded.macs_per_image, convnext.macs_per_image), ""),
+            (
+                "inference time, HSVLT-S / ConvNeXt-S",
+                ratio(folded.median("inference"), convnext.median("inference")),
+                "<= 1.2",
+            ),
+            (
+                "training time, HSVLT-S / ConvNeXt-S",
+                ratio(folded.median("training"), convnext.median("training")),
+                "<= 1.2",
+            ),
+        ]
+        if folded.peak_bytes.get("training") and convnext.peak_bytes.get("training"):
+            rows.append(
+                (
+                    "peak training memory, HSVLT-S / ConvNeXt-S",
+                    ratio(folded.peak_bytes["training"], convnext.peak_bytes["training"]),
+                    "",
+                )
+            )
+    if folded and straightforward:
+        rows += [
+            (
+                "inference speed-up, HSVLT-S vs straightforward",
+                ratio(straightforward.median("inference"), folded.median("inference")),
+                "",
+            ),
+            (
+                "training speed-up, HSVLT-S vs straightforward",
+                ratio(straightforward.median("training"), folded.median("training")),
+                "",
+            ),
+        ]
+    return [row for row in rows if row[1] != "n/a"]
+
+
+def backend_rows(measurements: list[Measurement]) -> list[str]:
+    """Speed-ups of `compile` and `onnxruntime` over `eager`, per model, mode, memory format and precision."""
+    by_key = {(m.model, m.backend, m.memory_format, m.precision): m for m in measurements}
+    lines = []
+    for m in measurements:
+        eager = by_key.get((m.model, "eager", m.memory_format, m.precision))
+        if m.backend == "eager" or eager is None:
+            continue
+        for mode in MODES:
+            if m.median(mode) and eager.median(mode):
+                speed_up = ratio(eager.median(mode), m.median(mode))
+                lines.append(f"| {m.model} | {m.backend} | {mode} | {m.memory_format} | {m.precision} | {speed_up} |")
+    return lines
+
+
+def milliseconds(seconds: float | None) -> str:
+    return f"{seconds * 1e3:.0f}" if seconds else "n/a"
+
+
+def per_second(batch_size: int, seconds: float | None) -> str:
+    return f"{batch_size / seconds:.2f}" if seconds else "n/a"
+
+
+def mebibytes(value: float | None) -> str:
+    return f"{value / 2**20:.0f}" if value is not None else "n/a"
 
 
 def report(measurements: list[Measurement], args, loads: tuple[str, str]) -> str:
     batch_size, cuda = args.batch_size, args.device.startswith("cuda")
+    threads = " (`--threads auto`: the CPUs idle at the start)" if args.threads == "auto" else ""
+    busy = f" {args.busy_processes} busy-looping process(es) of ours ran throughout." if args.busy_processes else ""
     setup = (
-        f"{datetime.date.today().isoformat()}, {machine_description(args)}, torch {torch.__version__}, "
+        f"{datetime.date.today().isoformat()}, {machine_description(args)}{threads}, torch {torch.__version__}, "
         f"transformers {transformers.__version__}. Batch {batch_size}, {args.image_size}x{args.image_size}, "
         f"{args.num_labels} labels; median of {args.repeats} interleaved rounds after {args.warmup} warm-up "
-        f"step(s) per model and mode. Load average {loads[0]} at the start, {loads[1]} at the end. "
+        f"step(s) per case and mode. Load average {loads[0]} at the start, {loads[1]} at the end.{busy} "
         f"Times are the {CLOCK_DESCRIPTIONS[args.clock]}. Produced by `benchmarks/benchmark.py`."
     )
     memory = (
@@ -343,15 +526,17 @@ def report(measurements: list[Measurement], args, loads: tuple[str, str]) -> str
         if cuda
         else "peak of the bytes held by torch's CPU allocator during the step, above what it held before "
         "(weights, inputs), from `torch.profiler` allocation events: activations, temporaries and gradients, "
-        "not an RSS figure."
+        "not an RSS figure (eager only)."
     )
     header = (
-        "| model | memory format | precision | GMACs / image | inference ms | inference img/s | training ms "
-        "| training img/s | peak MiB inference | peak MiB training |" + (" largest training batch |" if cuda else "")
+        "| model | backend | memory format | precision | GMACs / image | setup s | inference ms | inference img/s "
+        "| training ms | training img/s | peak MiB inference | peak MiB training |"
+        + (" largest training batch |" if cuda else "")
     )
     modes = (
         "Inference: `eval()`, `torch.no_grad()`, one forward. Training: `train()`, forward + backward of a loss "
-        f"(HSVLT: its BCE; ConvNeXt: mean square of the pooled features). Peak memory: {memory}"
+        "(HSVLT: its BCE; ConvNeXt: mean square of the pooled features). Setup: compilation or export + session "
+        f"creation, and the first steps. Peak memory: {memory}"
     )
     lines = [
         "# HSVLT-S vs ConvNeXt-S: speed, memory and MACs",
@@ -361,34 +546,40 @@ def report(measurements: list[Measurement], args, loads: tuple[str, str]) -> str
         modes,
         "",
         header,
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if cuda else ""),
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if cuda else ""),
     ]
     for m in measurements:
         row = (
-            f"| {m.model} | {m.memory_format} | {m.precision} | {m.macs_per_image / 1e9:.2f} | "
-            f"{m.median('inference') * 1e3:.0f} | {batch_size / m.median('inference'):.2f} | "
-            f"{m.median('training') * 1e3:.0f} | {batch_size / m.median('training'):.2f} | "
-            f"{m.peak_bytes['inference'] / 2**20:.0f} | {m.peak_bytes['training'] / 2**20:.0f} |"
+            f"| {m.model} | {m.backend} | {m.memory_format} | {m.precision} | {m.macs_per_image / 1e9:.2f} | "
+            f"{m.setup_seconds:.0f} | {milliseconds(m.median('inference'))} | "
+            f"{per_second(batch_size, m.median('inference'))} | {milliseconds(m.median('training'))} | "
+            f"{per_second(batch_size, m.median('training'))} | {mebibytes(m.peak_bytes.get('inference'))} | "
+            f"{mebibytes(m.peak_bytes.get('training'))} |"
         )
         lines.append(row + (f" {m.max_batch_size} |" if cuda else ""))
 
     lines += ["", "Ratios (time ratios from the medians):", ""]
-    lines += ["| memory format | precision | quantity | value | target |", "|---|---|---|---:|---|"]
-    by_key = {(m.model, m.memory_format, m.precision): m for m in measurements}
-    for memory_format, precision in dict.fromkeys((m.memory_format, m.precision) for m in measurements):
-        folded, straightforward, convnext = (
-            by_key[(name, memory_format, precision)] for name in (FOLDED, STRAIGHTFORWARD, CONVNEXT)
-        )
+    lines += ["| backend | memory format | precision | quantity | value | target |", "|---|---|---|---|---:|---|"]
+    groups: dict[tuple[str, str, str], dict[str, Measurement]] = {}
+    for m in measurements:
+        groups.setdefault((m.backend, m.memory_format, m.precision), {})[m.model] = m
+    for (backend, memory_format, precision), by_model in groups.items():
         lines += [
-            f"| {memory_format} | {precision} | {quantity} | {value} | {target} |"
-            for quantity, value, target in ratio_rows(folded, straightforward, convnext)
+            f"| {backend} | {memory_format} | {precision} | {quantity} | {value} | {target} |"
+            for quantity, value, target in ratio_rows(by_model)
         ]
+    speed_ups = backend_rows(measurements)
+    if speed_ups:
+        lines += ["", "Speed-up over eager (eager median / backend median):", ""]
+        lines += ["| model | backend | mode | memory format | precision | speed-up |", "|---|---|---|---|---|---:|"]
+        lines += speed_ups
 
     lines += ["", "Per-round times (ms), in round order, for judging the noise:", ""]
     for m in measurements:
         for mode in MODES:
-            times = ", ".join(f"{seconds * 1e3:.0f}" for seconds in m.seconds[mode])
-            lines.append(f"- {m.model}, {m.memory_format}, {m.precision}, {mode}: {times}")
+            if m.seconds[mode]:
+                times = ", ".join(f"{seconds * 1e3:.0f}" for seconds in m.seconds[mode])
+                lines.append(f"- {m.model}, {m.backend}, {m.memory_format}, {m.precision}, {mode}: {times}")
     return "\n".join(lines) + "\n"
 
 
@@ -396,11 +587,15 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if args.clock == "cpu" and args.device != "cpu":
         raise ValueError("--clock cpu measures host CPU time: use it with --device cpu.")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    load_at_start = load_average()
-    measurements = measure(args)
-    text = report(measurements, args, (load_at_start, load_average()))
+    if "onnxruntime" in args.backends.split(",") and args.device != "cpu":
+        raise ValueError("--backends onnxruntime runs on the CPU provider: use it with --device cpu.")
+    with busy_processes(args.busy_processes):
+        if args.threads is not None:
+            torch.set_num_threads(idle_cpus() if args.threads == "auto" else int(args.threads))
+        load_at_start = load_average()
+        measurements = measure(args)
+        load_at_end = load_average()
+    text = report(measurements, args, (load_at_start, load_at_end))
     print(text)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as handle:

@@ -82,8 +82,14 @@ def _ivla(state, prefix, x, t, num_heads):
     a = torch.softmax(q @ k.transpose(-1, -2) * head_dim**-0.5, dim=-1)
     o = (a @ v).permute(0, 2, 1, 3).reshape(batch, num_labels, channels)
     o = F.linear(o, state[prefix + "attn.proj.weight"], state[prefix + "attn.proj.bias"])
-    g = F.gelu(F.conv1d(t.transpose(1, 2), state[prefix + "attn.vis_project.0.weight"], state[prefix + "attn.vis_project.0.bias"]))
-    m = F.conv1d((g * o.transpose(1, 2)), state[prefix + "attn.project_mm.0.weight"], state[prefix + "attn.project_mm.0.bias"])
+    g = F.gelu(
+        F.conv1d(
+            t.transpose(1, 2), state[prefix + "attn.vis_project.0.weight"], state[prefix + "attn.vis_project.0.bias"]
+        )
+    )
+    m = F.conv1d(
+        (g * o.transpose(1, 2)), state[prefix + "attn.project_mm.0.weight"], state[prefix + "attn.project_mm.0.bias"]
+    )
     return F.gelu(m).transpose(1, 2)
 
 
@@ -101,7 +107,9 @@ def reference_logits(state, pixel_values, label_embeddings, num_heads=1, eps=1e-
             x = _layer_norm_channels_first(
                 x, state[f"downsample_layers.{stage}.0.weight"], state[f"downsample_layers.{stage}.0.bias"], eps
             )
-            x = F.conv2d(x, state[f"downsample_layers.{stage}.1.weight"], state[f"downsample_layers.{stage}.1.bias"], stride=2)
+            x = F.conv2d(
+                x, state[f"downsample_layers.{stage}.1.weight"], state[f"downsample_layers.{stage}.1.bias"], stride=2
+            )
         t = F.linear(t, state[f"langs.{stage}.weight"], state[f"langs.{stage}.bias"])
         for block in range(depth):
             prefix = f"stages.{stage}.{block}."
@@ -109,12 +117,17 @@ def reference_logits(state, pixel_values, label_embeddings, num_heads=1, eps=1e-
             y = F.conv2d(x, state[prefix + "dwconv.weight"], state[prefix + "dwconv.bias"], padding=3, groups=channels)
             y = y.permute(0, 2, 3, 1)
             y = F.layer_norm(y, (channels,), state[prefix + "norm.weight"], state[prefix + "norm.bias"], eps)
-            y = F.linear(F.gelu(F.linear(y, state[prefix + "pwconv1.weight"], state[prefix + "pwconv1.bias"])),
-                         state[prefix + "pwconv2.weight"], state[prefix + "pwconv2.bias"])
+            y = F.linear(
+                F.gelu(F.linear(y, state[prefix + "pwconv1.weight"], state[prefix + "pwconv1.bias"])),
+                state[prefix + "pwconv2.weight"],
+                state[prefix + "pwconv2.bias"],
+            )
             x = x + (state[prefix + "gamma"] * y).permute(0, 3, 1, 2)
             m = _ivla(state, prefix, x, t, num_heads)
             t = t + m
-            gate = torch.tanh(F.linear(F.relu(F.linear(t, state[prefix + "res_gate.0.weight"])), state[prefix + "res_gate.2.weight"]))
+            gate = torch.tanh(
+                F.linear(F.relu(F.linear(t, state[prefix + "res_gate.0.weight"])), state[prefix + "res_gate.2.weight"])
+            )
             t = t + gate * t
         stage_features.append(m)
     features = torch.cat(stage_features, dim=-1)

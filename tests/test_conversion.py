@@ -1,5 +1,7 @@
 """Converting the authors' checkpoints: `convert_authors_checkpoint`, the `hsvlt-convert` CLI, and refusals."""
 
+import contextlib
+import io
 import json
 import re
 
@@ -11,7 +13,8 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from transformers_hsvlt import HSVLTForMultiLabelClassification
 from transformers_hsvlt.cli.convert import main
-from transformers_hsvlt.conversion import convert_authors_checkpoint, load_state_dict_file
+from transformers_hsvlt.weights import load_state_dict_file
+from transformers_hsvlt.weights.hsvlt_authors import convert_authors_checkpoint
 
 
 DEPTHS, WIDTHS, LABEL_SIZE = [1, 1, 2, 1], [8, 16, 24, 32], 12
@@ -20,9 +23,12 @@ EXPECTED_FILES = [
     "README.md",
     "config.json",
     "configuration_hsvlt.py",
+    "image_conversion_hsvlt.py",
     "image_processing_hsvlt.py",
     "model.safetensors",
     "modeling_hsvlt.py",
+    "multilabel_losses.py",
+    "pipeline_multilabel.py",
     "preprocessor_config.json",
 ]
 
@@ -55,7 +61,16 @@ def test_cli_converts_to_a_remote_code_checkpoint(layout, authors_state, label_f
     labels, embeddings = label_files
     checkpoint = save_checkpoint(authors_state, tmp_path / "best_model.pth", layout)
     output = tmp_path / "converted"
-    main([str(checkpoint), "--labels", str(labels), "--label-embeddings", str(embeddings), "--output", str(output)])
+    arguments = [
+        str(checkpoint),
+        "--labels",
+        str(labels),
+        "--label-embeddings",
+        str(embeddings),
+        "--output",
+        str(output),
+    ]
+    assert main(arguments) == 0
     assert "Converted" in capsys.readouterr().out
     assert sorted(path.name for path in output.iterdir()) == EXPECTED_FILES
 
@@ -77,25 +92,45 @@ def test_cli_converts_to_a_remote_code_checkpoint(layout, authors_state, label_f
     assert "Converted with `hsvlt-convert` from the authors' checkpoint `best_model.pth`" in card
     assert "`diningtable`" in card
 
+    stale = output / "eval_results.json"
+    stale.write_text("{}")
+    assert main(arguments) == 2  # never over an existing checkpoint unasked
+    assert "--overwrite_output_dir" in capsys.readouterr().err
+    assert main([*arguments, "--overwrite_output_dir"]) == 0
+    assert sorted(path.name for path in output.iterdir()) == EXPECTED_FILES  # the stale file is gone
 
-def test_function_with_heads_and_processor_arguments(authors_state, label_files, tmp_path):
+
+def test_function_with_heads(authors_state, label_files, tmp_path, capsys):
     labels, embeddings = label_files
     checkpoint = save_checkpoint(authors_state, tmp_path / "best_model.pth")
-    model = convert_authors_checkpoint(
-        checkpoint,
-        labels,
-        embeddings,
-        tmp_path / "out",
-        num_attention_heads=2,
-        image_processor_kwargs={"size": {"height": 64, "width": 64}},
-    )
+    model = convert_authors_checkpoint(checkpoint, labels, embeddings, num_attention_heads=2)
     assert not model.training and model.config.num_attention_heads == 2
     pixel_values = torch.rand(2, 3, 64, 64)
     expected = reference(authors_state, pixel_values, embeddings, num_heads=2)
     torch.testing.assert_close(model(pixel_values).logits, expected, rtol=0, atol=1e-5)
-    saved = json.loads((tmp_path / "out" / "preprocessor_config.json").read_text())
-    assert saved["size"] == {"height": 64, "width": 64}
+
+    arguments = ["--label-embeddings", str(embeddings), "--output", str(tmp_path / "out"), "--num_heads", "2"]
+    assert main([str(checkpoint), "--labels", str(labels), *arguments]) == 0
     assert json.loads((tmp_path / "out" / "config.json").read_text())["num_attention_heads"] == 2
+    assert (
+        main(
+            [
+                str(checkpoint),
+                "--labels",
+                str(labels),
+                "--cooccurrence",
+                "adj.pkl",
+                *arguments[:2],
+                "--output",
+                str(tmp_path / "o2"),
+            ]
+        )
+        == 2
+    )
+    assert (
+        "the hsvlt converter takes the options ['labels', 'label_embeddings', 'num_attention_heads']"
+        in capsys.readouterr().err
+    )
 
 
 def _without(state, *prefixes):
@@ -108,18 +143,17 @@ def _without(state, *prefixes):
         (
             lambda state: _without(state, "stages.0.0.attn.query."),
             (
-                r"does not match the HSVLT architecture read from it \(depths \[1, 1, 2, 1\].*missing tensors \(our "
-                r"names\): hsvlt\.encoder\.stages\.0\.layers\.0\.label_attention\.query\.weight"
+                r"does not match the HSVLT architecture read from it \(depths \[1, 1, 2, 1\].*missing: "
+                r"hsvlt\.encoder\.stages\.0\.layers\.0\.label_attention\.query\.weight"
             ),
         ),
         (
             lambda state: {**state, "stages.1.0.adapter.weight": torch.zeros(3)},
-            r"unexpected keys: stages\.1\.0\.adapter\.weight",
+            r"unexpected: stages\.1\.0\.adapter\.weight",
         ),
         (
             lambda state: {**state, "langs.1.bias": torch.zeros(17)},
-            r"tensors of the wrong shape: hsvlt\.encoder\.stages\.1\.label_projection\.bias \(17,\) "
-            r"\(expected \(16,\)\)",
+            r"wrong shape: hsvlt\.encoder\.stages\.1\.label_projection\.bias \(17,\) vs expected \(16,\)",
         ),
         (
             lambda state: _without(state, "langs.", "text_head2.", "stages.0.0.attn.", "stages.0.0.res_gate."),
@@ -140,9 +174,8 @@ def test_mismatched_keys_are_rejected_with_names(edit, message, authors_state, l
     labels, embeddings = label_files
     checkpoint = save_checkpoint(edit(authors_state), tmp_path / "edited.pth")
     with pytest.raises(ValueError, match=message) as error:
-        convert_authors_checkpoint(checkpoint, labels, embeddings, tmp_path / "out")
+        convert_authors_checkpoint(checkpoint, labels, embeddings)
     assert "edited.pth" in str(error.value)
-    assert not (tmp_path / "out").exists()
 
 
 def test_label_counts_must_agree(authors_state, label_files, tmp_path):
@@ -154,7 +187,7 @@ def test_label_counts_must_agree(authors_state, label_files, tmp_path):
         match=r"label\.txt \(label names\): 4; .*best_model\.pth \(rows of text_head2\.weight\): 5; "
         r".*bert\.npy \(label embeddings\): 5",
     ):
-        convert_authors_checkpoint(checkpoint, labels, embeddings, tmp_path / "out")
+        convert_authors_checkpoint(checkpoint, labels, embeddings)
 
 
 def test_label_embedding_width_must_match(authors_state, label_files, tmp_path):
@@ -162,7 +195,7 @@ def test_label_embedding_width_must_match(authors_state, label_files, tmp_path):
     np.save(embeddings, np.zeros((len(NAMES), 768), dtype=np.float32))
     checkpoint = save_checkpoint(authors_state, tmp_path / "best_model.pth")
     with pytest.raises(ValueError, match=r"bert\.npy: expected label embeddings of shape \(any, 12\).*got \(5, 768\)"):
-        convert_authors_checkpoint(checkpoint, labels, embeddings, tmp_path / "out")
+        convert_authors_checkpoint(checkpoint, labels, embeddings)
 
 
 class _Payload:
@@ -220,22 +253,18 @@ def test_cli_user_errors_are_one_line(content, message, label_files, tmp_path):
 def test_cli_reports_bad_label_file(authors_state, label_files, tmp_path):
     _, embeddings = label_files
     checkpoint = save_checkpoint(authors_state, tmp_path / "best_model.pth")
-    with pytest.raises(SystemExit, match=r"hsvlt-convert: error: .*nothere\.txt"):
-        main(
-            [
-                str(checkpoint),
-                "--labels",
-                str(tmp_path / "nothere.txt"),
-                "--label-embeddings",
-                str(embeddings),
-                "--output",
-                str(tmp_path / "o"),
-            ]
-        )
+    assert re.fullmatch(
+        r"hsvlt-convert: error: .*nothere\.txt.*\n",
+        _cli_error(checkpoint, tmp_path / "nothere.txt", embeddings, tmp_path / "o") + "\n",
+    )
 
 
 def _cli_error(checkpoint, labels, embeddings, output) -> str:
-    """Run `hsvlt-convert` expecting a user error; return its message."""
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(checkpoint), "--labels", str(labels), "--label-embeddings", str(embeddings), "--output", str(output)])
-    return str(exit_info.value.code)
+    """Run `hsvlt-convert` expecting a user error (exit code 2, nothing written); return its message."""
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        code = main(
+            [str(checkpoint), "--labels", str(labels), "--label-embeddings", str(embeddings), "--output", str(output)]
+        )
+    assert code == 2 and not output.exists()
+    return stderr.getvalue().rstrip("\n")

@@ -329,7 +329,7 @@ def test_list_files_image_root_and_errors(list_files, tmp_path):
             list_files / "label.txt", {"test": list_files / "test.txt"}, ignore_files={"test": other / "ignore.npy"}
         )
     (other / "labels.txt").write_text("cat\ndog\ncat\n")
-    with pytest.raises(ValueError, match=r"labels\.txt: class name 'cat' appears twice \(classes 0 and 2\)"):
+    with pytest.raises(ValueError, match=r"labels\.txt: label name 'cat' appears twice, on lines 1 and 3"):
         load_list_files(other / "labels.txt", {"train": list_files / "train.txt"})
 
 

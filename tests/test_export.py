@@ -8,6 +8,7 @@ from conftest import tiny_config
 from transformers_hsvlt import HSVLTForMultiLabelClassification
 from transformers_hsvlt.export import export_onnx
 
+
 onnxruntime = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
@@ -48,3 +49,27 @@ def test_export_with_fixed_batch_and_image_size(tmp_path):
     pixel_values = torch.rand(3, 3, 96, 96)
     expected = pytorch_logits(model, pixel_values)
     np.testing.assert_allclose(onnx_logits(session, pixel_values), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_export_uses_the_weight_products(tmp_path, monkeypatch):
+    """The exported graph computes IVLA with the weight products (constant-folded by ONNX Runtime at load time)."""
+    from transformers_hsvlt.modeling_hsvlt import HSVLTWeightProducts
+
+    calls = []
+    compute = HSVLTWeightProducts.compute.__func__
+
+    def spy(cls, attention, cache=True):
+        calls.append(cache)
+        return compute(cls, attention, cache)
+
+    monkeypatch.setattr(HSVLTWeightProducts, "compute", classmethod(spy))
+    torch.manual_seed(0)
+    model = HSVLTForMultiLabelClassification(tiny_config())
+    path = export_onnx(model, tmp_path / "hsvlt.onnx", dynamic_batch=False)
+    assert calls and not any(calls)  # graph operations, never the eager cache
+    assert all(module.weight_products is None for module in model.modules() if hasattr(module, "weight_products"))
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    pixel_values = torch.rand(1, 3, 64, 64)
+    np.testing.assert_allclose(
+        onnx_logits(session, pixel_values), pytorch_logits(model, pixel_values), rtol=1e-4, atol=1e-4
+    )

@@ -15,7 +15,6 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification, Tr
 
 from transformers_hsvlt import HSVLTForMultiLabelClassification, HSVLTImageProcessor
 from transformers_hsvlt.hub import (
-    REMOTE_CODE_FILES,
     create_model_card,
     prepare_for_push,
     push_checkpoint_to_hub,
@@ -24,6 +23,14 @@ from transformers_hsvlt.hub import (
 
 
 REPO_ID = "my-user/hsvlt-s-voc2007"
+REMOTE_CODE_FILES = (
+    "configuration_hsvlt.py",
+    "modeling_hsvlt.py",
+    "multilabel_losses.py",
+    "image_processing_hsvlt.py",
+    "image_conversion_hsvlt.py",
+    "pipeline_multilabel.py",
+)
 UPLOADED_FILES = sorted(
     ["README.md", "config.json", "model.safetensors", "preprocessor_config.json", *REMOTE_CODE_FILES]
 )
@@ -160,7 +167,7 @@ def test_incomplete_folder_is_not_pushed(model, tmp_path, hub_calls):
     (tmp_path / "modeling_hsvlt.py").unlink()
     (tmp_path / "README.md").unlink()
     with pytest.raises(
-        ValueError, match=r"not a complete HSVLT checkpoint for the Hub: missing modeling_hsvlt\.py, README\.md"
+        ValueError, match=r"not a complete checkpoint for the Hub: missing README\.md, modeling_hsvlt\.py"
     ):
         push_checkpoint_to_hub(tmp_path, REPO_ID)
     assert hub_calls == []

@@ -338,13 +338,16 @@ def test_save_and_load_round_trip(tmp_path):
     assert saved["image_mean"] == [0.5, 0.5, 0.5] and saved["resample"] == 2
     assert saved["image_processor_type"] == "HSVLTImageProcessor"
     assert saved["auto_map"] == {"AutoImageProcessor": "image_processing_hsvlt.HSVLTImageProcessor"}
-    imported = set()
-    for node in ast.walk(ast.parse((tmp_path / "image_processing_hsvlt.py").read_text())):
-        if isinstance(node, ast.ImportFrom):
-            assert node.level == 0, "the remote-code file must not use relative imports"
-            imported.add(node.module.split(".")[0])
-        elif isinstance(node, ast.Import):
-            imported.update(alias.name.split(".")[0] for alias in node.names)
+    imported, relative = set(), set()
+    for name in ("image_processing_hsvlt.py", "image_conversion_hsvlt.py"):  # the processor and its one relative import
+        for node in ast.walk(ast.parse((tmp_path / name).read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                relative.add(node.module)
+            elif isinstance(node, ast.ImportFrom):
+                imported.add(node.module.split(".")[0])
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name.split(".")[0] for alias in node.names)
+    assert relative == {"image_conversion_hsvlt"}
     assert imported - sys.stdlib_module_names == {"numpy", "PIL", "torch", "transformers"}
 
     image = random_rgb()

@@ -1,6 +1,7 @@
 """Tests of the label-name embeddings (`transformers_hsvlt.label_embeddings`) and `hsvlt-embed-labels`."""
 
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -9,11 +10,11 @@ from transformers import BertConfig, BertModel, BertTokenizer, ConvNextConfig, C
 
 from transformers_hsvlt.cli.embed_labels import main as embed_labels_main
 from transformers_hsvlt.configuration_hsvlt import HSVLTConfig
+from transformers_hsvlt.data import read_label_names
 from transformers_hsvlt.label_embeddings import (
     POOLING_CHOICES,
     embed_label_names,
     load_label_embeddings,
-    read_label_names,
     save_label_embeddings,
 )
 from transformers_hsvlt.modeling_hsvlt import HSVLTForMultiLabelClassification
@@ -257,7 +258,7 @@ def test_read_label_names(tmp_path):
     with pytest.raises(ValueError, match=r"label.txt, line 2: blank line"):
         read_label_names(path)
     path.write_text("cat\ndog\ncat", encoding="utf-8")
-    with pytest.raises(ValueError, match="duplicate label names: 'cat' on lines 1, 3"):
+    with pytest.raises(ValueError, match="label name 'cat' appears twice, on lines 1 and 3"):
         read_label_names(path)
     path.write_text("", encoding="utf-8")
     with pytest.raises(ValueError, match="is empty"):
@@ -335,13 +336,13 @@ def test_cli_writes_npy(encoder_dir, encoder, label_file, tmp_path, capsys):
     )
 
 
-def test_cli_reports_bad_input(encoder_dir, tmp_path):
+def test_cli_reports_bad_input(encoder_dir, tmp_path, capsys):
     label_file = tmp_path / "label.txt"
-    label_file.write_text("cat\n\n", encoding="utf-8")
-    with pytest.raises(SystemExit, match="hsvlt-embed-labels: error: .*label.txt, line 2: blank line"):
-        embed_labels_main([str(label_file), "--encoder", str(encoder_dir), "--output", str(tmp_path / "x.npy")])
-    with pytest.raises(SystemExit):  # argparse: --model without --save-model
-        embed_labels_main([str(label_file), "--output", str(tmp_path / "x.npy"), "--model", str(tmp_path)])
+    label_file.write_text("cat\n\ndog\n", encoding="utf-8")
+    assert embed_labels_main([str(label_file), "--encoder", str(encoder_dir), "--output", str(tmp_path / "x.npy")]) == 2
+    assert re.fullmatch(r"hsvlt-embed-labels: error: .*label.txt, line 2: blank line.*\n", capsys.readouterr().err)
+    assert embed_labels_main([str(label_file), "--output", str(tmp_path / "x.npy"), "--model", str(tmp_path)]) == 2
+    assert "--model and --save_model go together" in capsys.readouterr().err
 
 
 def tiny_hsvlt(label_embedding_size):
@@ -355,13 +356,23 @@ def tiny_hsvlt(label_embedding_size):
     return HSVLTForMultiLabelClassification(config)
 
 
-def test_cli_relabels_a_checkpoint(encoder_dir, encoder, label_file, tmp_path):
+def test_cli_relabels_a_checkpoint(encoder_dir, encoder, label_file, tmp_path, capsys):
     tiny_hsvlt(WIDTH).save_pretrained(tmp_path / "hsvlt")
     output, relabelled = tmp_path / "labels.npy", tmp_path / "relabelled"
-    embed_labels_main(
-        [str(label_file), "--encoder", str(encoder_dir), "--output", str(output)]
-        + ["--model", str(tmp_path / "hsvlt"), "--save-model", str(relabelled)]
+    arguments = [str(label_file), "--encoder", str(encoder_dir), "--output", str(output)]
+    arguments += ["--model", str(tmp_path / "hsvlt"), "--save-model", str(relabelled)]
+    assert embed_labels_main(arguments) == 2  # diningtable and traffic light have no trained head row
+    assert "no trained row for ['diningtable', 'traffic light']" in capsys.readouterr().err
+    assert not relabelled.exists()
+    assert embed_labels_main([*arguments, "--allow_untrained_labels"]) == 0
+    assert (
+        "new and need fine-tuning (their head rows are untrained): diningtable, traffic light"
+        in capsys.readouterr().out
     )
+    assert (relabelled / "preprocessor_config.json").is_file() and (relabelled / "image_processing_hsvlt.py").is_file()
+    assert embed_labels_main([*arguments, "--allow_untrained_labels"]) == 2  # never over a checkpoint unasked
+    error = capsys.readouterr().err
+    assert "--save_model" in error and "is not empty" in error and "--overwrite_output_dir" in error
     model = HSVLTForMultiLabelClassification.from_pretrained(relabelled).eval()
     assert model.config.id2label == {0: "cat", 1: "diningtable", 2: "traffic light"}
     embeddings = torch.from_numpy(np.load(output))
@@ -370,12 +381,14 @@ def test_cli_relabels_a_checkpoint(encoder_dir, encoder, label_file, tmp_path):
         assert model(torch.rand(1, 3, 32, 32)).logits.shape == (1, 3)
 
 
-def test_cli_refuses_a_checkpoint_of_another_width(encoder_dir, label_file, tmp_path):
+def test_cli_refuses_a_checkpoint_of_another_width(encoder_dir, label_file, tmp_path, capsys):
     tiny_hsvlt(16).save_pretrained(tmp_path / "hsvlt")
     output = tmp_path / "labels.npy"
-    arguments = [str(label_file), "--encoder", str(encoder_dir), "--output", str(output)]
-    with pytest.raises(SystemExit, match="takes label embeddings of width 16 .* gives 12-d embeddings"):
-        embed_labels_main(arguments + ["--model", str(tmp_path / "hsvlt"), "--save-model", str(tmp_path / "out")])
+    arguments = [str(label_file), "--encoder", str(encoder_dir), "--output", str(output), "--allow_untrained_labels"]
+    assert (
+        embed_labels_main(arguments + ["--model", str(tmp_path / "hsvlt"), "--save-model", str(tmp_path / "out")]) == 2
+    )
+    assert re.search("takes label embeddings of width 16 .* gives 12-d embeddings", capsys.readouterr().err)
     assert not output.exists() and not (tmp_path / "out").exists()
 
 

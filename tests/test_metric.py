@@ -14,13 +14,17 @@ from scipy.special import expit
 from sklearn.metrics import average_precision_score, precision_score, recall_score
 from transformers import EvalPrediction
 
-from transformers_hsvlt.metrics import (
+from transformers_hsvlt.evaluation.metrics import (
+    AUTHORS_LOGIT_THRESHOLDS,
     MULTILABEL_METRIC_PATH,
     compute_metrics_fn,
     format_metric_table,
     load_multilabel_metric,
     multilabel_metrics,
+    sigmoid,
+    swept_threshold_metrics,
 )
+
 
 PRF_KEYS = ("CP", "CR", "CF1", "OP", "OR", "OF1")
 
@@ -307,3 +311,24 @@ def test_format_metric_table():
     assert "0  " in format_metric_table(results)  # class indices without names
     with pytest.raises(ValueError, match="3 per-class AP"):
         format_metric_table(results, ["person"])
+
+
+def test_swept_threshold_is_the_authors_best_cf1_plus_of1():
+    rng = np.random.default_rng(4)
+    targets = (rng.random((60, 6)) < 0.3).astype(np.float64)
+    scores = np.clip(0.35 * targets + 0.6 * rng.random((60, 6)), 0, 1)
+    swept = swept_threshold_metrics(scores, targets)
+    candidates = {
+        threshold: multilabel_metrics(scores, targets, threshold=float(sigmoid(threshold)))
+        for threshold in AUTHORS_LOGIT_THRESHOLDS
+    }
+    best = max(candidates, key=lambda t: candidates[t]["CF1"] + candidates[t]["OF1"])
+    assert (
+        AUTHORS_LOGIT_THRESHOLDS[0] == -1.0
+        and AUTHORS_LOGIT_THRESHOLDS[-1] == 0.9
+        and len(AUTHORS_LOGIT_THRESHOLDS) == 20
+    )
+    assert swept["swept_logit_threshold"] == best
+    for key in ("CP", "CR", "CF1", "OP", "OR", "OF1", "CF1_top3"):
+        assert swept[f"{key}_swept"] == pytest.approx(candidates[best][key])
+    assert swept["CF1_swept"] + swept["OF1_swept"] >= candidates[0.0]["CF1"] + candidates[0.0]["OF1"]

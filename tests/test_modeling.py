@@ -7,7 +7,7 @@ from conftest import tiny_config
 from reference_hsvlt import random_authors_state_dict, reference_logits
 
 from transformers_hsvlt import HSVLTConfig, HSVLTForMultiLabelClassification, HSVLTModel
-from transformers_hsvlt.conversion import convert_authors_state_dict
+from transformers_hsvlt.weights.hsvlt_authors import convert_authors_state_dict
 
 
 def build(config, seed=0):
@@ -111,11 +111,119 @@ def test_loss_rejects_labels_of_wrong_shape(config):
         (torch.rand(3, 64, 64), r"\(batch_size, 3, height, width\)"),
         (torch.rand(1, 4, 64, 64), r"got \(1, 4, 64, 64\)"),
         (torch.rand(1, 3, 16, 64), "at least 32"),
+        ((torch.rand(1, 3, 64, 64) * 255).to(torch.uint8), "floating-point.*torch.uint8"),
+        (torch.ones(1, 3, 64, 64, dtype=torch.long), "floating-point.*torch.int64"),
     ],
 )
 def test_bad_pixel_values(config, pixel_values, message):
     with pytest.raises(ValueError, match=message):
         build(config)(pixel_values)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_floating_pixel_values_are_converted_to_the_weights_dtype(config, dtype):
+    model = build(config)
+    pixel_values = torch.rand(2, 3, 64, 64)
+    expected = model(pixel_values.to(dtype).float()).logits
+    outputs = model(pixel_values.to(dtype), labels=torch.ones(2, 5))
+    assert outputs.logits.dtype == torch.float32
+    torch.testing.assert_close(outputs.logits, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("label_value", [2.0, -0.5, float("nan")])
+def test_labels_other_than_targets_are_refused(config, label_value):
+    labels = torch.zeros(2, 5)
+    labels[1, 3] = label_value
+    with pytest.raises(ValueError, match=r"`labels` must be 1 \(present\), 0 \(absent\), -1"):
+        build(config)(torch.rand(2, 3, 64, 64), labels=labels)
+
+
+def test_asl_loss_is_selected_by_the_config(config):
+    from transformers_hsvlt.multilabel_losses import asymmetric_loss
+
+    pixel_values, labels = torch.rand(2, 3, 64, 64), torch.tensor([[1.0, 0, 0, 1, -1], [0, 1, 0, 0, 0]])
+    bce = build(config)(pixel_values, labels=labels)
+    asl_config = tiny_config(multilabel_loss="asl", asl_gamma_negative=2.0, asl_gamma_positive=1.0, asl_clip=0.1)
+    asl = build(asl_config)(pixel_values, labels=labels)
+    torch.testing.assert_close(asl.logits, bce.logits)  # same seed, same weights
+    expected = asymmetric_loss(bce.logits, labels, gamma_negative=2.0, gamma_positive=1.0, clip=0.1)
+    torch.testing.assert_close(asl.loss, expected)
+    assert not torch.isclose(asl.loss, bce.loss)
+
+
+@pytest.mark.parametrize("model_class", [HSVLTModel, HSVLTForMultiLabelClassification])
+def test_unknown_forward_arguments_are_refused(config, model_class):
+    model = model_class(config).eval()
+    pixel_values = torch.rand(1, 3, 64, 64)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'num_items_in_batch'"):
+        model(pixel_values, num_items_in_batch=4)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'lables'"):
+        model(pixel_values, lables=torch.zeros(1, 5))
+    assert isinstance(model(pixel_values, return_dict=False), tuple)  # what transformers itself passes still works
+    assert model_class.accepts_loss_kwargs is False
+
+
+def test_trainer_gradient_accumulation_equals_one_larger_batch(config, tmp_path):
+    """2 accumulation steps of 2 images give the same SGD update as one step of 4 images, with a plain `Trainer`."""
+    from transformers import Trainer, TrainingArguments
+
+    generator = torch.Generator().manual_seed(0)
+    dataset = [
+        {
+            "pixel_values": torch.rand(3, 64, 64, generator=generator),
+            "labels": torch.randint(0, 2, (5,), generator=generator).float(),
+        }
+        for _ in range(4)
+    ]
+    initial = build(config).state_dict()
+
+    def trained(batch_size, accumulation_steps):
+        model = build(config).train()
+        arguments = TrainingArguments(
+            output_dir=str(tmp_path / f"run_{batch_size}"),
+            per_device_train_batch_size=batch_size,
+            gradient_accumulation_steps=accumulation_steps,
+            max_steps=1,
+            optim="sgd",
+            learning_rate=0.5,
+            lr_scheduler_type="constant",
+            weight_decay=0.0,
+            max_grad_norm=0.0,
+            save_strategy="no",
+            report_to="none",
+            use_cpu=True,
+            dataloader_num_workers=0,
+            seed=0,
+        )
+        Trainer(model=model, args=arguments, train_dataset=dataset).train()
+        return model.state_dict()
+
+    accumulated, single = trained(2, 2), trained(4, 1)
+    moved = [name for name in initial if not torch.equal(single[name], initial[name])]
+    assert any("label_attention.key" in name for name in moved) and "classifier.weight" in moved
+    assert (single["classifier.weight"] - initial["classifier.weight"]).abs().max() > 1e-3
+    for name in initial:  # the updates, not the weights, so that a factor 2 on a small update is seen
+        torch.testing.assert_close(
+            accumulated[name] - initial[name], single[name] - initial[name], rtol=1e-3, atol=1e-8, msg=name
+        )
+
+
+def test_base_model_loads_from_classifier_checkpoint(config, tmp_path):
+    """`HSVLTModel` (the `AutoModel` of a checkpoint) takes the `hsvlt.*` weights of a saved classifier."""
+    from transformers import AutoModel, AutoModelForImageClassification
+
+    classifier = build(config)
+    torch.nn.init.normal_(classifier.hsvlt.encoder.stages[1].label_projection.weight)  # not the initialiser's values
+    classifier.save_pretrained(tmp_path)
+    pixel_values = torch.rand(2, 3, 64, 64)
+    expected = classifier.hsvlt(pixel_values)
+    base, loading_info = HSVLTModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert loading_info["missing_keys"] == set() or not loading_info["missing_keys"]
+    outputs = base.eval()(pixel_values)
+    torch.testing.assert_close(outputs.label_features, expected.label_features, rtol=0, atol=0)
+    torch.testing.assert_close(outputs.last_hidden_state, expected.last_hidden_state, rtol=0, atol=0)
+    assert type(AutoModel.from_pretrained(tmp_path)) is HSVLTModel
+    assert type(AutoModelForImageClassification.from_pretrained(tmp_path)) is HSVLTForMultiLabelClassification
 
 
 def test_overfits_one_batch(config):
@@ -142,14 +250,16 @@ def test_save_and_load_round_trip(config, tmp_path):
     model.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").exists()
     assert not list(tmp_path.glob("*.bin"))
-    for name in ("configuration_hsvlt.py", "modeling_hsvlt.py"):
+    for name in ("configuration_hsvlt.py", "modeling_hsvlt.py", "multilabel_losses.py"):
         assert (tmp_path / name).exists()
     reloaded = HSVLTForMultiLabelClassification.from_pretrained(tmp_path).eval()
     torch.testing.assert_close(reloaded(pixel_values).logits, expected, rtol=0, atol=0)
     torch.testing.assert_close(reloaded.hsvlt.label_embeddings.weight, model.hsvlt.label_embeddings.weight)
     assert reloaded.config.id2label == config.id2label
-    assert reloaded.config.auto_map["AutoModel"] == "modeling_hsvlt.HSVLTForMultiLabelClassification"
-    assert reloaded.config.auto_map["AutoModelForImageClassification"] == "modeling_hsvlt.HSVLTForMultiLabelClassification"
+    assert reloaded.config.auto_map["AutoModel"] == "modeling_hsvlt.HSVLTModel"
+    assert (
+        reloaded.config.auto_map["AutoModelForImageClassification"] == "modeling_hsvlt.HSVLTForMultiLabelClassification"
+    )
 
 
 def test_class_embeddings_argument_overrides_buffer(config):
@@ -200,11 +310,32 @@ def test_set_label_embeddings_rejects_bad_input(config, embeddings, names, messa
         ({"id2label": {}}, "id2label is empty"),
         ({"id2label": None, "num_labels": 0}, "num_labels must be >= 1"),
         ({"problem_type": "single_label_classification"}, "multi_label_classification"),
+        ({"drop_path_rate": 1.0}, r"drop_path_rate must be in \[0, 1\), got 1.0"),
+        ({"drop_path_rate": -0.1}, r"drop_path_rate must be in \[0, 1\), got -0.1"),
+        ({"patch_size": 0}, "patch_size must be >= 1, got 0"),
+        ({"num_channels": -3}, "num_channels must be >= 1, got -3"),
+        ({"image_size": 0}, "image_size must be >= 1, got 0"),
+        (
+            {"id2label": {0: "cat", 1: "dog", 2: "cat"}},
+            r"id2label must name every label once, got duplicates \['cat'\]",
+        ),
+        ({"multilabel_loss": "focal"}, "multilabel_loss must be 'bce' or 'asl', got 'focal'"),
+        ({"asl_gamma_negative": -1.0}, "asl_gamma_negative must be >= 0"),
+        ({"asl_clip": 1.0}, r"asl_clip must be in \[0, 1\)"),
     ],
 )
 def test_config_validation(overrides, message):
     with pytest.raises(ValueError, match=message):
         tiny_config(**overrides)
+
+
+def test_validate_architecture_is_the_strict_hook():
+    """Checks run by `config.validate()` (and `save_pretrained`) after a field was changed in place."""
+    config = tiny_config()
+    config.drop_path_rate = 1.5
+    with pytest.raises(Exception, match="drop_path_rate must be in") as error:
+        config.validate()
+    assert "validate_architecture" in str(error.value)
 
 
 def test_config_defaults_are_hsvlt_s():
@@ -214,6 +345,12 @@ def test_config_defaults_are_hsvlt_s():
     assert (config.num_attention_heads, config.label_embedding_size, config.image_size) == (1, 768, 448)
     assert (config.layer_scale_init_value, config.layer_norm_eps, config.drop_path_rate) == (1e-6, 1e-6, 0.0)
     assert config.problem_type == "multi_label_classification"
+    assert (config.multilabel_loss, config.asl_gamma_negative, config.asl_gamma_positive, config.asl_clip) == (
+        "bce",
+        4.0,
+        0.0,
+        0.05,
+    )
 
 
 @pytest.mark.parametrize(
@@ -256,7 +393,7 @@ def test_gradient_checkpointing_gives_same_gradients(config):
         return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
 
     plain = gradients()
-    model.gradient_checkpointing_enable()
+    model.activation_checkpointing_enable()
     assert all(layer.gradient_checkpointing for layer in model.modules() if hasattr(layer, "label_attention"))
     checkpointed = gradients()
     assert checkpointed.keys() == plain.keys()

@@ -1,12 +1,15 @@
 """Speed-related forms of the model give the same numbers: folded vs straightforward IVLA, channels-last, bf16 autocast,
 torch.compile, gradient checkpointing (also through Trainer)."""
 
+import copy
+
 import pytest
 import torch
 from conftest import tiny_config
 
 from transformers_hsvlt import HSVLTForMultiLabelClassification
 from transformers_hsvlt.modeling_hsvlt import HSVLTLayer, HSVLTVisualLinguisticAttention
+from transformers_hsvlt.multilabel_losses import multilabel_loss
 
 
 def build_pair(**overrides):
@@ -133,7 +136,8 @@ def test_bf16_autocast_forward_and_backward():
 @pytest.mark.parametrize("output_attentions", [False, True])
 def test_torch_compile_fullgraph_inference(output_attentions):
     """`fullgraph=True` raises on any graph break (input checks, block loop, outputs); the eager backend keeps the test
-    fast while tracing exactly what inductor would get."""
+    fast while tracing exactly what inductor would get. Under `torch.compile` the folded form runs without the eager
+    weight products, so the outputs agree to float rounding."""
     torch.manual_seed(0)
     model = HSVLTForMultiLabelClassification(tiny_config(num_attention_heads=2)).eval()
     pixel_values = torch.rand(2, 3, 64, 64)
@@ -141,26 +145,30 @@ def test_torch_compile_fullgraph_inference(output_attentions):
     with torch.no_grad():
         expected = model(pixel_values, output_attentions=output_attentions)
         outputs = compiled(pixel_values, output_attentions=output_attentions)
-    torch.testing.assert_close(outputs.logits, expected.logits, rtol=0, atol=0)
+    torch.testing.assert_close(outputs.logits, expected.logits, rtol=1e-5, atol=1e-6)
     if output_attentions:
         assert len(outputs.attentions) == sum(model.config.depths)
         for actual, reference in zip(outputs.attentions, expected.attentions, strict=True):
-            torch.testing.assert_close(actual, reference, rtol=0, atol=0)
+            torch.testing.assert_close(actual, reference, rtol=1e-5, atol=1e-6)
     else:
         assert outputs.attentions is None
 
 
 def test_torch_compile_fullgraph_training_step():
-    """Forward and backward through AOTAutograd (the autograd graph inductor compiles), without graph breaks."""
+    """Forward and backward through AOTAutograd (the autograd graph inductor compiles), without graph breaks. The loss
+    is computed outside the compiled graph: the shared loss checks the label values (a data-dependent branch)."""
     torch.manual_seed(0)
     model = HSVLTForMultiLabelClassification(tiny_config()).train()
     pixel_values = torch.rand(2, 3, 64, 64)
     labels = torch.randint(0, 2, (2, model.config.num_labels)).float()
     expected, expected_gradients = loss_and_gradients(model, pixel_values, labels)
+    model.zero_grad(set_to_none=True)
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
-    outputs, gradients = loss_and_gradients(compiled, pixel_values, labels)
+    outputs = compiled(pixel_values)
+    multilabel_loss(outputs.logits, labels, model.config).backward()
+    gradients = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
     torch.testing.assert_close(outputs.logits, expected.logits, rtol=1e-6, atol=1e-6)
-    assert_same_gradients({name.removeprefix("_orig_mod."): g for name, g in gradients.items()}, expected_gradients)
+    assert_same_gradients(gradients, expected_gradients)
 
 
 def test_inductor_compiles_one_block():
@@ -224,3 +232,180 @@ def test_trainer_with_activation_checkpointing(tmp_path):
     changed = [name for name, p in model.named_parameters() if not torch.equal(p.detach(), before[name])]
     assert any(".label_attention.key." in name for name in changed)
     assert any(".pwconv1." in name for name in changed)
+
+
+def attention_modules(model):
+    return [module for module in model.modules() if isinstance(module, HSVLTVisualLinguisticAttention)]
+
+
+def straightforward_logits(model, pixel_values):
+    """Logits of the authors' form (no folding, no weight products) with `model`'s current weights, in float64."""
+    config = copy.deepcopy(model.config)
+    config.fold_label_attention = False
+    reference = HSVLTForMultiLabelClassification(config).double().eval()
+    reference.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        return reference(pixel_values.double()).logits
+
+
+def cached_logits(model, pixel_values):
+    """Logits of an eval-mode model without gradients, so with the weight products."""
+    with torch.no_grad():
+        return model.eval()(pixel_values).logits
+
+
+@pytest.mark.parametrize("num_heads", [1, 2, 4])
+def test_weight_products_match_the_straightforward_form(num_heads):
+    torch.manual_seed(0)
+    model = HSVLTForMultiLabelClassification(tiny_config(num_attention_heads=num_heads)).eval()
+    pixel_values = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        outputs = model(pixel_values, output_attentions=True)
+    assert any(module.weight_products is not None for module in attention_modules(model))
+    expected = straightforward_logits(model, pixel_values)
+    torch.testing.assert_close(outputs.logits.double(), expected, rtol=1e-5, atol=1e-5)
+    assert expected.std() > 0.01
+    model.train()  # the training form gives the same attention maps
+    with torch.no_grad():
+        training_form = model(pixel_values, output_attentions=True)
+    for actual, reference in zip(outputs.attentions, training_form.attentions, strict=True):
+        torch.testing.assert_close(actual, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_weight_products_save_label_side_work():
+    """Counted multiply-adds: the products remove `2 * K * C^2` per block (query-key and value-proj products)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    config = tiny_config(fold_label_attention=True)
+    model = HSVLTForMultiLabelClassification(config)
+    pixel_values = torch.rand(1, 3, 64, 64)
+
+    def macs(training):
+        model.train(training)
+        with torch.no_grad():
+            model(pixel_values)  # computes the products (once) where they are used
+            counter = FlopCounterMode(display=False)
+            with counter:
+                model(pixel_values)
+        return counter.get_total_flops() // 2
+
+    saved = sum(
+        2 * config.num_labels * width**2
+        for depth, width in zip(config.depths, config.hidden_sizes)
+        for _ in range(depth)
+    )
+    assert macs(training=True) - macs(training=False) == saved
+
+
+def test_weight_products_are_never_used_in_training_or_with_gradients():
+    torch.manual_seed(0)
+    model = HSVLTForMultiLabelClassification(tiny_config())
+    pixel_values, labels = torch.rand(2, 3, 64, 64), torch.randint(0, 2, (2, 5)).float()
+    model.train()
+    with torch.no_grad():
+        model(pixel_values)
+    assert all(module.weight_products is None for module in attention_modules(model))
+    model.eval()
+    model(pixel_values, labels=labels).loss.backward()  # eval mode with gradients: the weights themselves are used
+    assert all(module.weight_products is None for module in attention_modules(model))
+    assert all(
+        module.key.weight.grad is not None and module.key.weight.grad.abs().sum() > 0
+        for module in attention_modules(model)
+    )
+    model.eval()
+    cached_logits(model, pixel_values)
+    assert all(module.weight_products is not None for module in attention_modules(model))
+    kept = [module.weight_products for module in attention_modules(model)]
+    model.eval()
+    assert all(module.weight_products is products for module, products in zip(attention_modules(model), kept))
+    model.train()
+    assert all(module.weight_products is None for module in attention_modules(model))  # train() drops them
+
+
+def _optimizer_step(model):
+    """In eval mode (no `train()` call, which would drop the products): the version counters must catch the update."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    loss = model(torch.rand(2, 3, 64, 64), labels=torch.randint(0, 2, (2, 5)).float()).loss
+    loss.backward()
+    optimizer.step()
+
+
+def _load_state_dict(model, assign=False):
+    torch.manual_seed(1)
+    other = HSVLTForMultiLabelClassification(tiny_config())
+    model.load_state_dict(other.state_dict(), assign=assign)
+
+
+def _in_place_edit(model):
+    with torch.no_grad():
+        for module in attention_modules(model):
+            module.vis_project.bias.add_(0.5)
+            module.value.weight.mul_(1.5)
+
+
+def _new_tensors(model):
+    """What `model.to(device)` does: every parameter gets a new tensor (`param.data = fn(param)`)."""
+    model._apply(lambda tensor: tensor * 0.8 if tensor.is_floating_point() else tensor)
+
+
+def _dtype_round_trip(model):
+    model.bfloat16()  # rounds every weight to 8 significant bits
+    model.float()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        _optimizer_step,
+        _load_state_dict,
+        lambda model: _load_state_dict(model, assign=True),
+        _in_place_edit,
+        _new_tensors,
+        _dtype_round_trip,
+    ],
+    ids=["optimizer-step", "load-state-dict", "load-state-dict-assign", "in-place", "new-tensors", "dtype-round-trip"],
+)
+def test_weight_products_follow_weight_changes(change):
+    torch.manual_seed(0)
+    model = HSVLTForMultiLabelClassification(tiny_config()).eval()
+    pixel_values = torch.rand(2, 3, 64, 64)
+    before = cached_logits(model, pixel_values)
+    stale = [module.weight_products for module in attention_modules(model)]
+    assert all(products is not None for products in stale)
+    change(model)
+    after = cached_logits(model, pixel_values)
+    assert all(module.weight_products is not old for module, old in zip(attention_modules(model), stale, strict=True))
+    expected = straightforward_logits(model, pixel_values)
+    torch.testing.assert_close(after.double(), expected, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(after, before, atol=1e-4)  # the change mattered, so stale products would be caught
+
+
+def test_weight_products_follow_dtype_and_device():
+    torch.manual_seed(0)
+    model = HSVLTForMultiLabelClassification(tiny_config()).eval()
+    pixel_values = torch.rand(2, 3, 64, 64)
+    cached_logits(model, pixel_values)
+    model.double()
+    logits = cached_logits(model, pixel_values.double())
+    products = attention_modules(model)[0].weight_products
+    assert logits.dtype == products.label_input.dtype == products.attended_output.dtype == torch.float64
+    torch.testing.assert_close(logits, straightforward_logits(model, pixel_values), rtol=1e-10, atol=1e-10)
+    # a device move gives every weight a tensor on the other device (tested above with new tensors); the device is
+    # also part of the key:
+    sources = attention_modules(model)[0].product_sources()
+    assert products.is_current(sources)
+    assert not products.is_current(tuple(source.to("meta") for source in sources))
+
+
+def test_weight_products_under_autocast_keep_the_weights_dtype():
+    torch.manual_seed(0)
+    model = HSVLTForMultiLabelClassification(tiny_config()).eval()
+    pixel_values = torch.rand(2, 3, 64, 64)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(pixel_values)
+    assert attention_modules(model)[0].weight_products.label_input.dtype == torch.float32
+    torch.testing.assert_close(
+        cached_logits(model, pixel_values).double(), straightforward_logits(model, pixel_values), rtol=1e-5, atol=1e-5
+    )
+    assert not any("weight_products" in key for key in model.state_dict())

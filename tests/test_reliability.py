@@ -31,14 +31,16 @@ from safetensors.torch import load_file
 from transformers import BertConfig, BertModel, TrainingArguments
 
 from transformers_hsvlt import HSVLTForMultiLabelClassification
-from transformers_hsvlt import training as training_module
+from transformers_hsvlt.training import resume as training_module
+from transformers_hsvlt.checkpoints import load_checkpoint
 from transformers_hsvlt.cli import evaluate as eval_cli
 from transformers_hsvlt.cli import predict as predict_cli
 from transformers_hsvlt.cli import train as train_cli
 from transformers_hsvlt.data import DIGIT_CLASS_NAMES, multilabel_features
+from transformers_hsvlt.evaluation import evaluate_split
 from transformers_hsvlt.images import ImageLoadError
-from transformers_hsvlt.inference import evaluate_split, load_checkpoint
 from transformers_hsvlt.training import parse_train_arguments, resolve_resume_checkpoint
+
 
 TINY_RUN = [
     "--digits_train_size", "48",
@@ -105,7 +107,7 @@ def test_killed_run_resumes_like_an_uninterrupted_run(tmp_path):
     arguments = [*TINY_RUN, "--per_device_train_batch_size", "8", "--max_steps", "12",
                  "--save_strategy", "steps", "--save_steps", "2", "--save_total_limit", "10",
                  "--warmup_epochs", "1"]  # fmt: skip
-    _, _, resumed_args = parse_train_arguments([*arguments, "--resume_from_checkpoint", "last"])
+    _, _, _, resumed_args = parse_train_arguments([*arguments, "--resume_from_checkpoint", "last"])
     assert resumed_args.ignore_data_skip is False  # Trainer fast-forwards the data loader past the seen batches
 
     uninterrupted, interrupted = tmp_path / "uninterrupted", tmp_path / "interrupted"
@@ -215,19 +217,39 @@ def _first_moment(checkpoint) -> torch.Tensor:
     return torch.cat([moment.flatten() for key, moment in moments.items() if key.endswith(".exp_avg")])
 
 
+def _run_two_machines(train_arguments: list[str]) -> None:
+    """Two "machines" on this host: `accelerate launch --num_machines 2 --machine_rank 0|1 --main_process_ip
+    127.0.0.1`, one CPU process each (gloo), as the README's multi-node recipe."""
+    port = str(_free_port())
+    launchers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+             "--num_machines", "2", "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1",
+             "--main_process_port", port, "--mixed_precision", "no", "--dynamo_backend", "no",
+             "-m", "transformers_hsvlt.cli.train", *train_arguments],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_environment(),
+        )  # fmt: skip
+        for rank in (0, 1)
+    ]
+    for rank, launcher in enumerate(launchers):
+        output, _ = launcher.communicate(timeout=SUBPROCESS_TIMEOUT)
+        assert launcher.returncode == 0, f"machine {rank} failed:\n{output[-4000:]}"
+
+
 def test_two_processes_take_the_same_steps_as_one(tmp_path):
-    """`accelerate launch` of 2 CPU processes (gloo DDP), batch 4 each, against one process with batch 8 and one with
-    2 accumulated batches of 4: each optimiser step sees the same 8 images (the sampler's permutation is seeded by
-    --seed; process i takes batches i, i+2, ...) and DDP averages the two batch-mean gradients. The 2-process run also
-    checkpoints activations: DDP must still look for unused parameters (the last block's label gate gets no gradient),
-    or the second step fails."""
+    """`accelerate launch` of 2 CPU processes (gloo DDP) on one machine, and of 1 process on each of 2 "machines",
+    batch 4 each, against one process with batch 8 and one with 2 accumulated batches of 4: each optimiser step sees
+    the same 8 images (the sampler's permutation is seeded by --seed; process i takes batches i, i+2, ...) and DDP
+    averages the two batch-mean gradients. The 2-process run also checkpoints activations: DDP must still look for
+    unused parameters (the last block's label gate gets no gradient), or the second step fails."""
     two_steps = [*TINY_RUN, "--max_steps", "2", "--save_strategy", "steps", "--save_steps", "1", "--use_cpu", "true"]
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                 "--main_process_port", str(_free_port())]  # fmt: skip
-    runs = {name: tmp_path / name for name in ("two_processes", "one_process", "accumulated")}
+    runs = {name: tmp_path / name for name in ("two_processes", "two_machines", "one_process", "accumulated")}
     _run([*launcher, "-m", "transformers_hsvlt.cli.train", *two_steps, "--per_device_train_batch_size", "4",
           "--gradient_checkpointing", "true", "--output_dir", str(runs["two_processes"])])  # fmt: skip
+    _run_two_machines([*two_steps, "--per_device_train_batch_size", "4", "--output_dir", str(runs["two_machines"])])
     _run([*TRAIN_MODULE, *two_steps, "--per_device_train_batch_size", "8", "--output_dir", str(runs["one_process"])])
     _run([*TRAIN_MODULE, *two_steps, "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "2",
           "--output_dir", str(runs["accumulated"])])  # fmt: skip
@@ -238,7 +260,7 @@ def test_two_processes_take_the_same_steps_as_one(tmp_path):
         reference_log = _step_logs(reference)[-1]
         reference_weights = load_file(reference / "model.safetensors")
         gradient = _first_moment(reference)
-        for name in ("two_processes", "accumulated"):
+        for name in ("two_processes", "two_machines", "accumulated"):
             checkpoint = runs[name] / step
             log = _step_logs(checkpoint)[-1]
             assert log["loss"] == pytest.approx(reference_log["loss"], rel=1e-5), name  # not multiplied by 2
@@ -387,7 +409,7 @@ def digits_checkpoint(tmp_path):
         ("nan", ["NaN or inf", "rows of labels [3]"]),
         ("checkpoint_width", ["expected label embeddings of shape (10, 16) (num_labels, width), got (10, 24)"]),
         ("checkpoint_rows", ["expected label embeddings of shape (10, 16) (num_labels, width), got (12, 16)"]),
-        ("checkpoint_head", ["the weights do not fit config.json", "config.id2label"]),
+        ("checkpoint_head", ["does not fit", "config.json", "classifier.weight (10, 80) vs expected (3, 80)"]),
     ],
 )
 def test_label_count_and_width_mismatches_exit_2(case, fragments, digits_checkpoint, tmp_path, capsys):
@@ -425,7 +447,7 @@ def test_predict_and_eval_refuse_checkpoints_of_other_architectures(tmp_path, ca
     BertModel(BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
                          intermediate_size=16)).save_pretrained(bert)  # fmt: skip
     assert predict_cli.main([str(bert), "image.png"]) == 2
-    assert f"{bert} is a checkpoint of model_type 'bert', not an HSVLT checkpoint" in capsys.readouterr().err
+    assert f"{bert} is a checkpoint of model_type 'bert': unknown architecture 'bert'" in capsys.readouterr().err
     assert eval_cli.main([str(bert), "--digits_test_size", "4"]) == 2
     assert "model_type 'bert'" in capsys.readouterr().err
     empty = tmp_path / "empty"

@@ -1,5 +1,6 @@
 """A saved checkpoint is self-contained: it loads through transformers' Auto classes and `pipeline` in a fresh process
-in which `transformers_hsvlt` cannot be imported."""
+in which `transformers_hsvlt` cannot be imported. `AutoModel` gives the base model (`HSVLTModel`, weights taken from the
+classifier checkpoint's `hsvlt.*`), `AutoModelForImageClassification` the classifier."""
 
 import json
 import subprocess
@@ -11,6 +12,7 @@ from conftest import tiny_config
 from PIL import Image
 
 from transformers_hsvlt import HSVLTForMultiLabelClassification, HSVLTImageProcessor
+
 
 FRESH_PROCESS_SCRIPT = textwrap.dedent(
     """
@@ -37,7 +39,7 @@ FRESH_PROCESS_SCRIPT = textwrap.dedent(
     processor = AutoImageProcessor.from_pretrained(checkpoint, trust_remote_code=True)
     image = Image.open(image_path)
     with torch.no_grad():
-        logits = model(**processor(image, return_tensors="pt")).logits
+        base_outputs = model(**processor(image, return_tensors="pt"))
         classifier_logits = classifier(**processor(image, return_tensors="pt")).logits
     predictions = pipeline("image-classification", model=checkpoint, trust_remote_code=True, top_k=None)(image_path)
     print(json.dumps({
@@ -45,8 +47,10 @@ FRESH_PROCESS_SCRIPT = textwrap.dedent(
         "config_class": type(config).__name__,
         "model_class": type(model).__name__,
         "model_module": type(model).__module__,
+        "classifier_class": type(classifier).__name__,
+        "classifier_module": type(classifier).__module__,
         "processor_class": type(processor).__name__,
-        "logits": logits[0].tolist(),
+        "label_features": base_outputs.label_features[0].tolist(),
         "classifier_logits": classifier_logits[0].tolist(),
         "pipeline": predictions,
     }))
@@ -66,7 +70,12 @@ def test_checkpoint_loads_in_fresh_process_without_package(tmp_path):
     image_path = tmp_path / "image.png"
     Image.fromarray((torch.rand(50, 70, 3) * 255).byte().numpy()).save(image_path)
     with torch.no_grad():
-        expected = model(**processor(Image.open(image_path), return_tensors="pt")).logits[0]
+        expected_outputs = model(**processor(Image.open(image_path), return_tensors="pt"))
+        expected_label_features = model.hsvlt(**processor(Image.open(image_path), return_tensors="pt")).label_features[
+            0
+        ]
+    expected = expected_outputs.logits[0]
+    assert (checkpoint / "multilabel_losses.py").exists()  # the shared loss travels with the model code
 
     result = subprocess.run(
         [sys.executable, "-c", FRESH_PROCESS_SCRIPT, str(checkpoint), str(image_path)],
@@ -80,10 +89,12 @@ def test_checkpoint_loads_in_fresh_process_without_package(tmp_path):
     output = json.loads(result.stdout.strip().splitlines()[-1])
     assert output["refused_without_trust"]
     assert output["config_class"] == "HSVLTConfig"
-    assert output["model_class"] == "HSVLTForMultiLabelClassification"
+    assert output["model_class"] == "HSVLTModel"
+    assert output["classifier_class"] == "HSVLTForMultiLabelClassification"
     assert not output["model_module"].startswith("transformers_hsvlt")
+    assert not output["classifier_module"].startswith("transformers_hsvlt")
     assert output["processor_class"] == "HSVLTImageProcessor"
-    torch.testing.assert_close(torch.tensor(output["logits"]), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.tensor(output["label_features"]), expected_label_features, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(torch.tensor(output["classifier_logits"]), expected, rtol=1e-5, atol=1e-5)
     scores = {item["label"]: item["score"] for item in output["pipeline"]}
     expected_scores = {config.id2label[index]: score for index, score in enumerate(torch.sigmoid(expected).tolist())}

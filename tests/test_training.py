@@ -14,6 +14,7 @@ from transformers_hsvlt.cli import predict as predict_cli
 from transformers_hsvlt.cli import train as train_cli
 from transformers_hsvlt.training import WarmupReduceLROnPlateau, parse_train_arguments
 
+
 TINY_RUN = [
     "--digits_train_size", "48",
     "--digits_test_size", "24",
@@ -38,13 +39,13 @@ def trained(tmp_path_factory):
 
 
 def test_defaults_are_the_presets_recipes():
-    _, data_args, training_args = parse_train_arguments([])
+    _, data_args, _, training_args = parse_train_arguments([])
     assert data_args.dataset == "digits" and training_args.output_dir.endswith("hsvlt-digits")
     assert training_args.metric_for_best_model == "mAP" and training_args.load_best_model_at_end
-    model_args, _, authors = parse_train_arguments(["--dataset", "voc2007", "--data_dir", "x"])
+    model_args, _, _, authors = parse_train_arguments(["--dataset", "voc2007", "--data_dir", "x"])
     assert (authors.learning_rate, authors.weight_decay, authors.per_device_train_batch_size) == (1e-5, 1e-4, 4)
     assert (authors.num_train_epochs, authors.seed, model_args.warmup_epochs) == (100, 1, 2.0)
-    _, _, overridden = parse_train_arguments(["--dataset", "voc2007", "--data_dir", "x", "--learning_rate", "3e-4"])
+    _, _, _, overridden = parse_train_arguments(["--dataset", "voc2007", "--data_dir", "x", "--learning_rate", "3e-4"])
     assert overridden.learning_rate == 3e-4
 
 
@@ -78,10 +79,12 @@ def test_eval_cli_prints_the_metric_table(trained, tmp_path, capsys):
     output_dir, _ = trained
     json_path = tmp_path / "results.json"
     arguments = [str(output_dir), "--digits_test_size", "24", "--json", str(json_path), "--seed", "1"]
-    assert eval_cli.main(arguments) == 0
+    assert eval_cli.main([*arguments, "--swept_threshold"]) == 0
     table = capsys.readouterr().out
     assert "mAP:" in table and "CF1" in table and "seven" in table
+    assert "at the swept logit threshold" in table and "tuned on this split" in table
     results = json.loads(json_path.read_text())
+    assert results["swept_logit_threshold"] in [round(-1.0 + 0.1 * step, 1) for step in range(20)]
     trained_results = json.loads((output_dir / "eval_results.json").read_text())
     assert results["num_images"] == 24
     assert results["mAP"] == pytest.approx(trained_results["mAP"], abs=1e-3)  # same model, same split
@@ -108,9 +111,11 @@ def test_predict_cli_table_json_heatmaps_and_unreadable_images(trained, tmp_path
     assert [item["image"] for item in predictions] == [str(path) for path in images]
     assert all(len(item["predictions"]) == 2 for item in predictions)
     for item, path in zip(predictions, images):
+        figure = Image.open(heatmap_dir / f"{path.stem}.png")  # one readable figure per image: the image and its labels
+        assert figure.width >= 384 * (1 + len(item["predictions"])) and figure.height >= 256
         for label in item["predictions"]:
-            heatmap = heatmap_dir / f"{path.stem}_{label['label']}.png"
-            assert Image.open(heatmap).size == Image.open(path).size
+            raw = np.load(heatmap_dir / f"{path.stem}_{label['label']}.npy")
+            assert raw.ndim == 2 and np.isfinite(raw).all()
     assert predict_cli.main([str(output_dir), str(images[0])]) == 0
     assert str(images[0]) in capsys.readouterr().out
 
@@ -118,7 +123,7 @@ def test_predict_cli_table_json_heatmaps_and_unreadable_images(trained, tmp_path
 def test_predict_refuses_other_architectures(tmp_path, capsys):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
     assert predict_cli.main([str(tmp_path), "image.png"]) == 2
-    assert "model_type 'bert', not an HSVLT checkpoint" in capsys.readouterr().err
+    assert "model_type 'bert': unknown architecture 'bert'; the registered ones are ['hsvlt'" in capsys.readouterr().err
 
 
 def test_console_scripts_are_installed_and_train_help_lists_all_arguments():
@@ -155,12 +160,15 @@ def test_warmup_then_plateau_schedule():
 def test_heatmaps_are_the_last_block_attention_of_the_chosen_stage(trained, stage, side):
     import torch
 
-    from transformers_hsvlt.inference import load_checkpoint, predict
+    from transformers_hsvlt.checkpoints import load_checkpoint
+    from transformers_hsvlt.inference import predict
 
     output_dir, _ = trained
     model, processor = load_checkpoint(str(output_dir), "cpu")
     image = Image.open(sorted((output_dir / "examples").glob("*.png"))[0])
-    (prediction,) = predict(model, processor, [image], ["x"], threshold=0, top_k=1, with_heatmaps=True, heatmap_stage=stage)
+    (prediction,) = predict(
+        model, processor, [image], ["x"], threshold=0, top_k=1, heatmap_method="attention", heatmap_stage=stage
+    )
     (label,) = prediction.labels
     heatmap = prediction.heatmaps[label["label"]]
     assert heatmap.shape == (side, side)  # 64 px input: stage maps of 16, 8, 4 and 2 tokens a side
@@ -170,5 +178,5 @@ def test_heatmaps_are_the_last_block_attention_of_the_chosen_stage(trained, stag
     expected = attentions[last_block_of_stage][0].mean(0)[label["index"]].reshape(side, side).numpy()
     np.testing.assert_allclose(heatmap, expected, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(heatmap.sum(), 1.0, rtol=1e-5)
-    with pytest.raises(ValueError, match="heatmap_stage must be a stage index in \\[-4, 3\\], got 4"):
-        predict(model, processor, [image], ["x"], with_heatmaps=True, heatmap_stage=4)
+    with pytest.raises(ValueError, match="stage must be stage indices in \\[-4, 3\\], got 4"):
+        predict(model, processor, [image], ["x"], heatmap_method="attention", heatmap_stage=4)

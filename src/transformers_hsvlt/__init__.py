@@ -17,10 +17,11 @@ from .modeling_hsvlt import (
     HSVLTPreTrainedModel,
 )
 
+
 __version__ = "0.1.0"
 
 AutoConfig.register(HSVLTConfig.model_type, HSVLTConfig, exist_ok=True)
-AutoModel.register(HSVLTConfig, HSVLTForMultiLabelClassification, exist_ok=True)
+AutoModel.register(HSVLTConfig, HSVLTModel, exist_ok=True)
 AutoModelForImageClassification.register(HSVLTConfig, HSVLTForMultiLabelClassification, exist_ok=True)
 AutoImageProcessor.register(HSVLTConfig, slow_image_processor_class=HSVLTImageProcessor, exist_ok=True)
 

@@ -47,8 +47,22 @@ class HSVLTConfig(PreTrainedConfig):
             H*W visual tokens); `False`: the authors' straightforward form; `None` (default): in each block, the form
             that costs fewer multiply-adds (folded in every block of HSVLT-S at 448x448 with 80 labels, straightforward
             where a stage has fewer tokens than labels, e.g. small images).
+        multilabel_loss (`str`, *optional*, defaults to `"bce"`):
+            Classification loss of [`HSVLTForMultiLabelClassification`]: `"bce"` (binary cross-entropy averaged over
+            the label entries that are not ignored, the paper's loss) or `"asl"` (the Asymmetric Loss of Ridnik et
+            al., ICCV 2021, summed over labels and averaged over images). Entries labelled -1 are left out of both.
+        asl_gamma_negative (`float`, *optional*, defaults to 4.0):
+            ASL focusing exponent of the negative (absent) labels; used when `multilabel_loss="asl"`.
+        asl_gamma_positive (`float`, *optional*, defaults to 0.0):
+            ASL focusing exponent of the positive (present) labels.
+        asl_clip (`float`, *optional*, defaults to 0.05):
+            ASL probability margin: negatives whose probability is below `asl_clip` cost nothing. In [0, 1).
         problem_type (`str`, *optional*, defaults to `"multi_label_classification"`):
             HSVLT is a multi-label classifier: one sigmoid per label.
+
+    `validate_architecture` (run at construction, by `config.validate()` and when saving) refuses, with a one-line
+    `ValueError` naming the field, any value the model cannot be built or trained with (e.g. `drop_path_rate`
+    outside [0, 1), non-positive sizes, duplicate label names, an unknown `multilabel_loss`).
 
     Example:
 
@@ -75,26 +89,39 @@ class HSVLTConfig(PreTrainedConfig):
     drop_path_rate: float | int = 0.0
     image_size: int = 448
     fold_label_attention: bool | None = None
+    multilabel_loss: str = "bce"
+    asl_gamma_negative: float | int = 4.0
+    asl_gamma_positive: float | int = 0.0
+    asl_clip: float | int = 0.05
 
     def __post_init__(self, **kwargs):
         self.depths = list(self.depths)
         self.hidden_sizes = list(self.hidden_sizes)
         if self.problem_type is None:
             self.problem_type = "multi_label_classification"
-        requested_num_labels = kwargs.get("num_labels")
-        if requested_num_labels is not None and requested_num_labels < 1:
-            raise ValueError(f"HSVLTConfig.num_labels must be >= 1, got {requested_num_labels}.")
         super().__post_init__(**kwargs)
         if self.id2label is not None and self.label2id is None:
             self.label2id = {name: index for index, name in self.id2label.items()}
-        self._check_architecture()
+        # Checked here too, so that construction raises the plain `ValueError` (`@strict` wraps the exceptions of the
+        # `validate_*` hooks it runs after `__init__` in a `StrictDataclassClassValidationError`).
+        self.validate_architecture()
 
     @property
     def num_stages(self) -> int:
         return len(self.depths)
 
-    def _check_architecture(self):
-        """Raise a `ValueError` naming the field when the model cannot be built from this configuration."""
+    def validate_architecture(self):
+        """Part of `@strict` validation: raise a one-line `ValueError` naming the field when the model cannot be built
+        (or trained) from this configuration."""
+        super().validate_architecture()
+        self._check_sizes()
+        self._check_labels()
+        self._check_training()
+
+    def _check_sizes(self):
+        for name in ("num_channels", "patch_size", "image_size", "label_embedding_size", "num_attention_heads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"HSVLTConfig.{name} must be >= 1, got {getattr(self, name)}.")
         if len(self.depths) == 0:
             raise ValueError("HSVLTConfig.depths must list at least one stage, got an empty list.")
         if len(self.depths) != len(self.hidden_sizes):
@@ -103,25 +130,44 @@ class HSVLTConfig(PreTrainedConfig):
                 f"({len(self.depths)} stages) and hidden_sizes={self.hidden_sizes} ({len(self.hidden_sizes)} stages)."
             )
         if any(depth < 1 for depth in self.depths):
-            raise ValueError(f"HSVLTConfig.depths must all be >= 1 (every stage's last block feeds the head), got {self.depths}.")
+            raise ValueError(
+                f"HSVLTConfig.depths must all be >= 1 (every stage's last block feeds the head), got {self.depths}."
+            )
         if any(size < 1 for size in self.hidden_sizes):
             raise ValueError(f"HSVLTConfig.hidden_sizes must all be positive, got {self.hidden_sizes}.")
-        if self.num_attention_heads < 1:
-            raise ValueError(f"HSVLTConfig.num_attention_heads must be >= 1, got {self.num_attention_heads}.")
         indivisible = [size for size in self.hidden_sizes if size % self.num_attention_heads]
         if indivisible:
             raise ValueError(
                 f"HSVLTConfig.hidden_sizes {self.hidden_sizes} must all be divisible by num_attention_heads="
                 f"{self.num_attention_heads}; {indivisible} are not."
             )
-        if self.label_embedding_size < 1:
-            raise ValueError(f"HSVLTConfig.label_embedding_size must be positive, got {self.label_embedding_size}.")
-        if self.id2label is not None and len(self.id2label) == 0:
-            raise ValueError("HSVLTConfig.id2label is empty: a multi-label classifier needs at least one label.")
+
+    def _check_labels(self):
+        if not self.id2label:
+            raise ValueError(
+                f"HSVLTConfig.id2label is empty (num_labels must be >= 1, got {self.num_labels}): a multi-label "
+                "classifier needs at least one label."
+            )
+        names = list(self.id2label.values())
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"HSVLTConfig.id2label must name every label once, got duplicates {duplicates}.")
         if self.problem_type != "multi_label_classification":
             raise ValueError(
-                f"HSVLTConfig.problem_type must be 'multi_label_classification' (one sigmoid per label), got {self.problem_type!r}."
+                "HSVLTConfig.problem_type must be 'multi_label_classification' (one sigmoid per label), got "
+                f"{self.problem_type!r}."
             )
+
+    def _check_training(self):
+        if not 0 <= self.drop_path_rate < 1:
+            raise ValueError(f"HSVLTConfig.drop_path_rate must be in [0, 1), got {self.drop_path_rate}.")
+        if self.multilabel_loss not in ("bce", "asl"):
+            raise ValueError(f"HSVLTConfig.multilabel_loss must be 'bce' or 'asl', got {self.multilabel_loss!r}.")
+        for name in ("asl_gamma_negative", "asl_gamma_positive"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"HSVLTConfig.{name} must be >= 0, got {getattr(self, name)}.")
+        if not 0 <= self.asl_clip < 1:
+            raise ValueError(f"HSVLTConfig.asl_clip must be in [0, 1), got {self.asl_clip}.")
 
 
 __all__ = ["HSVLTConfig"]

@@ -1,9 +1,10 @@
 """
-Sharing HSVLT checkpoints on the Hugging Face Hub: the model card, the folder to upload, and the upload.
+Sharing family checkpoints on the Hugging Face Hub: the model card, the folder to upload, and the upload.
 
-A shared HSVLT checkpoint is remote code: its `config.json` has an `auto_map` and the folder holds
-`configuration_hsvlt.py`, `modeling_hsvlt.py` and `image_processing_hsvlt.py`, so that anyone can load it with
-`trust_remote_code=True` without installing this package.
+A shared checkpoint is remote code: its `config.json` has an `auto_map` and the folder holds the modules it names
+(for HSVLT `configuration_hsvlt.py`, `modeling_hsvlt.py`, plus `image_processing_hsvlt.py` for the image
+processor), so that anyone can load it with `trust_remote_code=True` without installing this package. The card's
+paper, summary and citation come from the architecture's registry entry (`registry.Paper`).
 
 ```python
 >>> from transformers_hsvlt.hub import prepare_for_push, push_checkpoint_to_hub
@@ -24,34 +25,23 @@ its own card. Call `save_model_card(output_dir, ...)` after training and upload 
 
 import json
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
+from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from .configuration_hsvlt import HSVLTConfig
+from . import pipeline_multilabel
 from .image_processing_hsvlt import HSVLTImageProcessor
-from .modeling_hsvlt import HSVLTPreTrainedModel
+from .pipeline_multilabel import FAMILY_PIPELINES
+from .registry import get_architecture
 
 
-REMOTE_CODE_FILES = ("configuration_hsvlt.py", "modeling_hsvlt.py", "image_processing_hsvlt.py")
-"""The modules copied next to the weights, imported by `from_pretrained(..., trust_remote_code=True)`."""
-
-CARD_TAGS = ["image-classification", "multi-label-classification", "hsvlt", "vision-language"]
-
-HSVLT_BIBTEX = """@inproceedings{ouyang2023hsvlt,
-  title         = {{HSVLT}: Hierarchical Scale-Aware Vision-Language Transformer for Multi-Label Image Classification},
-  author        = {Ouyang, Shuyi and Wang, Hongyi and Niu, Ziwei and Bai, Zhenjia and Xie, Shiao and Xu, Yingying and
-                   Tong, Ruofeng and Chen, Yen-Wei and Lin, Lanfen},
-  booktitle     = {Proceedings of the 31st ACM International Conference on Multimedia (MM '23)},
-  year          = {2023},
-  eprint        = {2407.16244},
-  archivePrefix = {arXiv},
-  primaryClass  = {cs.CV}
-}"""
+CARD_TAGS = ["image-classification", "multi-label-classification", "transformers-hsvlt"]
 
 TRAINING_ARGUMENTS_IN_CARD = (
     "learning_rate",
@@ -73,7 +63,7 @@ _TRAINER_BOOKKEEPING_SUFFIXES = ("runtime", "samples_per_second", "steps_per_sec
 
 
 def create_model_card(
-    model: HSVLTPreTrainedModel | HSVLTConfig,
+    model: PreTrainedModel | PreTrainedConfig,
     *,
     base_model: str | None = None,
     dataset_name: str | None = None,
@@ -82,13 +72,14 @@ def create_model_card(
     training_args=None,
     repo_id: str | None = None,
     provenance: str | None = None,
+    figures: Sequence[str] = (),
 ) -> ModelCard:
     r"""
-    The model card of an HSVLT checkpoint: metadata (library, pipeline tag, tags, license, base model, datasets and
+    The model card of a family checkpoint: metadata (library, pipeline tag, tags, license, base model, datasets and
     evaluation results), labels, architecture, training data and procedure, metrics, usage and citation.
 
     Args:
-        model ([`HSVLTPreTrainedModel`] or [`HSVLTConfig`]):
+        model (`PreTrainedModel` or `PreTrainedConfig` of a registered architecture):
             The model (its configuration is enough; the parameter count is added when a model is given).
         base_model (`str`, *optional*):
             The backbone it was initialised from, e.g. `"facebook/convnext-small-384-22k-1k"` (a Hub id goes into the
@@ -108,18 +99,21 @@ def create_model_card(
             The Hub repository, used as the title and in the usage snippet.
         provenance (`str`, *optional*):
             A Markdown sentence saying where the weights come from (e.g. a conversion from the authors' checkpoint).
+        figures (`Sequence[str]`, *optional*):
+            Image files of the checkpoint folder (relative paths, e.g. `plots/per_class_ap.png`) to embed.
 
     Returns:
         `huggingface_hub.ModelCard`
     """
-    config = model if isinstance(model, HSVLTConfig) else model.config
-    title = repo_id.split("/")[-1] if repo_id else "HSVLT multi-label image classifier"
+    config = model if isinstance(model, PreTrainedConfig) else model.config
+    architecture = get_architecture(config.model_type)
+    title = repo_id.split("/")[-1] if repo_id else f"{architecture.paper.title} multi-label image classifier"
     metric_values = _card_metrics(metrics)
     card_data = ModelCardData(
         library_name="transformers",
         pipeline_tag="image-classification",
         license="apache-2.0",
-        tags=list(CARD_TAGS),
+        tags=[*CARD_TAGS, architecture.name],
         base_model=base_model if base_model and _is_hub_repo_id(base_model) else None,
         datasets=[dataset_name] if dataset_name else None,
         model_name=title,
@@ -127,19 +121,20 @@ def create_model_card(
     )
     sections = [
         f"# {title}",
-        _introduction(base_model, dataset_name, provenance),
+        _introduction(architecture.paper, base_model, dataset_name, provenance),
         _labels_section(config),
-        _architecture_section(model, config),
+        _architecture_section(model, architecture),
         _training_section(dataset_name, training_args),
         _evaluation_section(metric_values, per_class_ap, config),
+        _figures_section(figures),
         _usage_section(repo_id),
-        _CITATION_AND_LICENSE,
+        _citation_and_license(architecture.paper.bibtex),
     ]
     body = "\n\n".join(section for section in sections if section)
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}\n")
 
 
-def save_model_card(output_dir: str | os.PathLike, model: HSVLTPreTrainedModel | None = None, **card_kwargs) -> Path:
+def save_model_card(output_dir: str | os.PathLike, model: PreTrainedModel | None = None, **card_kwargs) -> Path:
     """
     Write the model card of the checkpoint in `output_dir` to `output_dir/README.md` (replacing e.g. the one
     `Trainer` wrote) and return its path.
@@ -147,31 +142,34 @@ def save_model_card(output_dir: str | os.PathLike, model: HSVLTPreTrainedModel |
     Args:
         output_dir (`str` or `os.PathLike`):
             The checkpoint directory.
-        model ([`HSVLTPreTrainedModel`], *optional*):
+        model (`PreTrainedModel`, *optional*):
             The model; by default its configuration is read from `output_dir/config.json`.
         card_kwargs:
             The keyword arguments of [`create_model_card`] (`base_model`, `dataset_name`, `metrics`, `per_class_ap`,
             `training_args`, `repo_id`, `provenance`).
     """
     output_dir = Path(output_dir)
-    card = create_model_card(model if model is not None else HSVLTConfig.from_pretrained(output_dir), **card_kwargs)
+    if model is None:
+        config_dict, _ = PreTrainedConfig.get_config_dict(str(output_dir))
+        model = get_architecture(config_dict.get("model_type")).config_class.from_pretrained(output_dir)
+    card = create_model_card(model, **card_kwargs)
     path = output_dir / "README.md"
     card.save(path)
     return path
 
 
 def prepare_for_push(
-    model: HSVLTPreTrainedModel,
+    model: PreTrainedModel,
     image_processor: HSVLTImageProcessor | None,
     output_dir: str | os.PathLike,
     **card_kwargs,
 ) -> list[str]:
     """
-    Write everything an HSVLT repository on the Hub holds into `output_dir`: the weights (`model.safetensors`), the
-    config with its `auto_map`, the three remote-code modules, `preprocessor_config.json` and the model card.
+    Write everything a family repository on the Hub holds into `output_dir`: the weights (`model.safetensors`), the
+    config with its `auto_map`, the remote-code modules, `preprocessor_config.json` and the model card.
 
     Args:
-        model ([`HSVLTPreTrainedModel`]):
+        model (`PreTrainedModel` of a registered architecture):
             The model to share.
         image_processor ([`HSVLTImageProcessor`], *optional*):
             Its image processor; `None` saves the default one (the authors' preprocessing).
@@ -184,8 +182,13 @@ def prepare_for_push(
         `list[str]`: the names of the files in `output_dir`, sorted.
     """
     output_dir = Path(output_dir)
+    model.config.custom_pipelines = FAMILY_PIPELINES
     model.save_pretrained(output_dir)
     (image_processor if image_processor is not None else HSVLTImageProcessor()).save_pretrained(output_dir)
+    class_name_tokenizer = getattr(model, "class_name_tokenizer", None)  # open-vocabulary models (PatchCT, PVLR)
+    if class_name_tokenizer is not None:
+        class_name_tokenizer.save_pretrained(output_dir)
+    shutil.copy(pipeline_multilabel.__file__, output_dir / Path(pipeline_multilabel.__file__).name)
     save_model_card(output_dir, model, **card_kwargs)
     _check_checkpoint_dir(output_dir)
     return sorted(path.name for path in output_dir.iterdir() if path.is_file())
@@ -237,18 +240,29 @@ def _check_checkpoint_dir(checkpoint_dir: Path) -> None:
     """Raise a `ValueError` naming the files a shareable HSVLT checkpoint folder lacks."""
     if not checkpoint_dir.is_dir():
         raise ValueError(f"Checkpoint directory {checkpoint_dir} does not exist.")
-    required = ["config.json", *REMOTE_CODE_FILES, "preprocessor_config.json", "README.md"]
+    required = ["config.json", "preprocessor_config.json", "README.md"]
     missing = [name for name in required if not (checkpoint_dir / name).is_file()]
     if not any((checkpoint_dir / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")):
         missing.append("model.safetensors")
-    if "config.json" not in missing and "auto_map" not in json.loads((checkpoint_dir / "config.json").read_text()):
-        missing.append("the auto_map entry of config.json")
+    if "config.json" not in missing:
+        config = json.loads((checkpoint_dir / "config.json").read_text())
+        if not config.get("auto_map"):
+            missing.append("the auto_map entry of config.json")
+        pipelines = {task: entry["impl"] for task, entry in (config.get("custom_pipelines") or {}).items()}
+        references = {**(config.get("auto_map") or {}), **pipelines}
+        missing += [name for name in remote_code_files(references) if not (checkpoint_dir / name).is_file()]
     if missing:
         raise ValueError(
-            f"{checkpoint_dir} is not a complete HSVLT checkpoint for the Hub: missing {', '.join(missing)}. Write it "
+            f"{checkpoint_dir} is not a complete checkpoint for the Hub: missing {', '.join(missing)}. Write it "
             "with transformers_hsvlt.hub.prepare_for_push (or save the model and image processor with "
             "save_pretrained and the card with save_model_card)."
         )
+
+
+def remote_code_files(auto_map: Mapping[str, str]) -> list[str]:
+    """The module files an `auto_map` names (`{"AutoModel": "modeling_x.XModel"}` -> `["modeling_x.py"]`)."""
+    references = [value for values in auto_map.values() for value in ([values] if isinstance(values, str) else values)]
+    return sorted({f"{reference.split('.')[0]}.py" for reference in references if reference})
 
 
 def _is_hub_repo_id(name: str) -> bool:
@@ -301,42 +315,33 @@ def _table(header: tuple[str, str], rows) -> str:
     return "\n".join(lines)
 
 
-def _introduction(base_model: str | None, dataset_name: str | None, provenance: str | None) -> str:
-    text = (
-        "A multi-label image classifier with the architecture of **HSVLT** (Hierarchical Scale-Aware "
-        "Vision-Language Transformer, ACM MM 2023, [arXiv:2407.16244](https://arxiv.org/abs/2407.16244)): a "
-        "ConvNeXt visual hierarchy in which every block is followed by Interactive Visual-Linguistic Attention from "
-        "the label-name embeddings to the visual tokens, Cross-Scale Aggregation of the per-label multi-modal "
-        "features of every stage, and one logit per label (sigmoid probabilities)."
-    )
+def _introduction(paper, base_model: str | None, dataset_name: str | None, provenance: str | None) -> str:
+    text = f"A multi-label image classifier with the architecture of **{paper.title}** ([paper]({paper.url})): {paper.summary}"
+    if paper.reconstruction:
+        text += (
+            "\n\n**Reconstruction.** No code of the authors is public and the full paper was not available: this "
+            "model is a reconstruction from the abstract and figures, not checked against the paper."
+        )
     details = []
     if dataset_name:
         details.append(f"Trained on **{dataset_name}**.")
     if base_model:
         link = f"[{base_model}](https://huggingface.co/{base_model})" if _is_hub_repo_id(base_model) else base_model
-        details.append(f"The visual hierarchy was initialised from {link}.")
+        details.append(f"The pretrained parts were initialised from {link}.")
     if provenance:
         details.append(provenance)
     return "\n\n".join([text, " ".join(details)]) if details else text
 
 
-def _labels_section(config: HSVLTConfig) -> str:
+def _labels_section(config: PreTrainedConfig) -> str:
     names = [config.id2label[index] for index in range(config.num_labels)]
     return f"## Labels\n\n{len(names)} labels, in output order: " + ", ".join(f"`{name}`" for name in names) + "."
 
 
-def _architecture_section(model, config: HSVLTConfig) -> str:
-    rows = [
-        (
-            "Visual hierarchy",
-            f"ConvNeXt, depths {config.depths}, widths {config.hidden_sizes}, patch {config.patch_size}",
-        ),
-        ("IVLA attention heads", config.num_attention_heads),
-        ("Label embeddings", f"{config.num_labels} x {config.label_embedding_size} (stored in the checkpoint)"),
-        ("Head", f"per-label linear over the {sum(config.hidden_sizes)}-d Cross-Scale Aggregation feature"),
-        ("Input", f"{config.image_size} x {config.image_size} RGB in [0, 1], no mean/std normalisation"),
-    ]
-    if isinstance(model, HSVLTPreTrainedModel):
+def _architecture_section(model, architecture) -> str:
+    config = model if isinstance(model, PreTrainedConfig) else model.config
+    rows = list(architecture.describe(config)) if architecture.describe else []
+    if isinstance(model, PreTrainedModel):
         rows.append(("Parameters", f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M"))
     return "## Model\n\n" + _table(("Property", "Value"), rows)
 
@@ -353,7 +358,7 @@ def _training_section(dataset_name: str | None, training_args) -> str | None:
     return "## Training\n\n" + data + _table(("Hyper-parameter", "Value"), rows)
 
 
-def _evaluation_section(metrics: dict[str, float], per_class_ap, config: HSVLTConfig) -> str | None:
+def _evaluation_section(metrics: dict[str, float], per_class_ap, config: PreTrainedConfig) -> str | None:
     parts = []
     if metrics:
         parts.append(_table(("Metric", "Value"), metrics.items()))
@@ -362,6 +367,12 @@ def _evaluation_section(metrics: dict[str, float], per_class_ap, config: HSVLTCo
             per_class_ap = {config.id2label[index]: value for index, value in enumerate(per_class_ap)}
         parts.append("Average precision per label:\n\n" + _table(("Label", "AP"), per_class_ap.items()))
     return "## Evaluation\n\n" + "\n\n".join(parts) if parts else None
+
+
+def _figures_section(figures: Sequence[str]) -> str | None:
+    if not figures:
+        return None
+    return "## Figures\n\n" + "\n\n".join(f"![{Path(figure).stem.replace('_', ' ')}]({figure})" for figure in figures)
 
 
 def _usage_section(repo_id: str | None) -> str:
@@ -389,10 +400,11 @@ print(classifier("image.jpg", top_k=5))
 ```"""
 
 
-_CITATION_AND_LICENSE = f"""## Citation
+def _citation_and_license(bibtex: str) -> str:
+    return f"""## Citation
 
 ```bibtex
-{HSVLT_BIBTEX}
+{bibtex}
 ```
 
 ## License
@@ -402,9 +414,9 @@ data and of the backbone they were trained from."""
 
 
 __all__ = [
-    "REMOTE_CODE_FILES",
     "create_model_card",
     "prepare_for_push",
     "push_checkpoint_to_hub",
+    "remote_code_files",
     "save_model_card",
 ]

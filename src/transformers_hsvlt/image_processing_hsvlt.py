@@ -29,206 +29,22 @@ from transformers.image_utils import (
 from transformers.processing_utils import ImagesKwargs, Unpack
 from transformers.utils import TensorType
 
-
-# PIL modes holding more than 8 bits per pixel: 16-bit integers ("I" is read as 16-bit too) and 32-bit floats.
-_HIGH_BIT_DEPTH_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
-# Grayscale, RGB and RGBA.
-_SUPPORTED_CHANNEL_COUNTS = (1, 3, 4)
-# 65535 / 257 = 255: maps the 16-bit range exactly onto the 8-bit one.
-_UINT16_PER_UINT8 = 257.0
-
-
-def convert_image_to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
-    """
-    Convert a PIL image of any mode to 8-bit RGB.
-
-    - Images with transparency (an alpha band as in `RGBA`, `LA`, `PA`, or a `transparency` entry as in palette or
-      grayscale PNGs) are composited onto a white background.
-    - 16-bit images (`I;16` and variants, and `I`, which Pillow uses for 16-bit PNGs and TIFFs) are scaled from
-      [0, 65535] to [0, 255]; 32-bit float images (`F`) must hold values in [0, 1].
-    - Every other mode (`1`, `L`, `P`, `CMYK`, `YCbCr`, `LAB`, `HSV`, ...) goes through Pillow's own conversion.
-
-    The EXIF orientation is not applied: use `PIL.ImageOps.exif_transpose` first.
-
-    Args:
-        image (`PIL.Image.Image`):
-            The image to convert.
-
-    Returns:
-        `PIL.Image.Image`: A new image in mode `RGB`.
-
-    Raises:
-        ValueError: If the pixel values are outside the range of their mode, or Pillow cannot convert the mode.
-    """
-    if image.mode in _HIGH_BIT_DEPTH_MODES:
-        gray = np.round(_to_8bit_range(_high_bit_depth_pixels(image))).astype(np.uint8)
-        return PIL.Image.fromarray(gray).convert("RGB")
-    if image.mode == "La":
-        # Pillow converts premultiplied luminance-alpha only to straight luminance-alpha.
-        image = image.convert("LA")
-    if image.has_transparency_data:
-        background = PIL.Image.new("RGBA", image.size, (255, 255, 255, 255))
-        return PIL.Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
-    return image.convert("RGB")
-
-
-def _high_bit_depth_pixels(image: PIL.Image.Image) -> np.ndarray:
-    """Pixels of an `I;16*`, `I` or `F` image: a (height, width) uint16 array, or float32 for `F`."""
-    pixels = np.asarray(image)
-    if image.mode == "F":
-        return pixels
-    if image.mode == "I" and pixels.size and (pixels.min() < 0 or pixels.max() > 65535):
-        raise ValueError(
-            f"PIL images of mode 'I' are read as 16-bit, with values in [0, 65535]; got values in "
-            f"[{pixels.min()}, {pixels.max()}]."
-        )
-    return pixels.astype(np.uint16)
-
-
-def _to_8bit_range(pixels: np.ndarray) -> np.ndarray:
-    """
-    Bring pixel values to the [0, 255] range of 8-bit images without losing precision.
-
-    uint8 is returned as is and bool becomes {0, 255}; uint16 is divided by 257 and floats (which must lie in [0, 1])
-    are multiplied by 255, both as float32; other integer types must already hold values in [0, 255].
-    """
-    if pixels.dtype == np.uint8:
-        return pixels
-    if pixels.dtype == np.bool_:
-        return pixels.astype(np.uint8) * 255
-    if pixels.dtype == np.uint16:
-        return pixels.astype(np.float32) / _UINT16_PER_UINT8
-    if np.issubdtype(pixels.dtype, np.integer):
-        low, high = pixels.min(), pixels.max()
-        if low < 0 or high > 255:
-            raise ValueError(
-                f"Integer images must be uint16 (16-bit) or hold 8-bit values in [0, 255]; got {pixels.dtype} values "
-                f"in [{low}, {high}]."
-            )
-        return pixels.astype(np.uint8)
-    if np.issubdtype(pixels.dtype, np.floating):
-        finite = np.isfinite(pixels)
-        if not finite.all():
-            raise ValueError(
-                f"Float images must hold finite values in [0, 1]; got {pixels.size - np.count_nonzero(finite)} "
-                f"NaN or infinite values out of {pixels.size}."
-            )
-        low, high = pixels.min(), pixels.max()
-        if low < 0 or high > 1:
-            raise ValueError(
-                f"Float images must hold values in [0, 1]; got values in [{low:.6g}, {high:.6g}]. Divide 8-bit "
-                "values by 255 (or pass them as uint8)."
-            )
-        return pixels.astype(np.float32) * 255
-    raise ValueError(
-        f"Unsupported pixel type {pixels.dtype}: expected uint8, uint16, bool, another integer type with values in "
-        "[0, 255], or a float type with values in [0, 1]."
-    )
-
-
-def _channel_axis(
-    shape: tuple[int, ...], input_data_format: ChannelDimension | str | None, channels_first_by_default: bool
-) -> int:
-    """
-    Axis (0 or 2) holding the channels of a 3-D image.
-
-    Without `input_data_format`, the channels are the first or last dimension of size 1, 3 or 4. When both qualify,
-    the one of size 3 wins (a 1x1 RGB image is `(1, 1, 3)`), and otherwise the convention of the input type
-    (channels first for torch tensors, channels last for NumPy arrays).
-    """
-    if input_data_format is not None:
-        # ChannelDimension raises a ValueError listing the valid values.
-        return 0 if ChannelDimension(input_data_format) == ChannelDimension.FIRST else 2
-    first_fits, last_fits = shape[0] in _SUPPORTED_CHANNEL_COUNTS, shape[2] in _SUPPORTED_CHANNEL_COUNTS
-    if first_fits and last_fits and (shape[0] == 3) != (shape[2] == 3):
-        return 0 if shape[0] == 3 else 2
-    if first_fits and last_fits:
-        return 0 if channels_first_by_default else 2
-    if first_fits or last_fits:
-        return 0 if first_fits else 2
-    raise ValueError(
-        f"Expected an image with 1 (grayscale), 3 (RGB) or 4 (RGBA) channels in its first or last dimension, got "
-        f"shape {shape}."
-    )
-
-
-def _to_channels_last(
-    pixels: np.ndarray, input_data_format: ChannelDimension | str | None, channels_first_by_default: bool
-) -> np.ndarray:
-    """Validate the shape of one image and return it as (height, width, channels); 2-D images get one channel."""
-    if pixels.ndim not in (2, 3):
-        raise ValueError(
-            f"Expected one image with 2 dimensions (height, width) or 3 (channels first or last), got shape "
-            f"{tuple(pixels.shape)}. Pass several images as a list or as a 4-D batch."
-        )
-    if pixels.size == 0:
-        raise ValueError(f"Expected a non-empty image, got shape {tuple(pixels.shape)}.")
-    if pixels.ndim == 2:
-        pixels = pixels[..., None]
-    elif _channel_axis(pixels.shape, input_data_format, channels_first_by_default) == 0:
-        pixels = np.moveaxis(pixels, 0, -1)
-    if pixels.shape[-1] not in _SUPPORTED_CHANNEL_COUNTS:
-        raise ValueError(
-            f"Expected an image with 1 (grayscale), 3 (RGB) or 4 (RGBA) channels, got {pixels.shape[-1]} channels."
-        )
-    return pixels
-
-
-def _to_three_channels(pixels: np.ndarray) -> np.ndarray:
-    """Turn a (height, width, 1 | 3 | 4) image on the [0, 255] scale into RGB, compositing RGBA onto white."""
-    if pixels.shape[-1] == 1:
-        return np.repeat(pixels, 3, axis=-1)
-    if pixels.shape[-1] == 3:
-        return pixels
-    alpha = pixels[..., 3:].astype(np.float32) / 255
-    rgb = pixels[..., :3] * alpha + 255 * (1 - alpha)
-    return np.round(rgb).astype(np.uint8) if pixels.dtype == np.uint8 else rgb.astype(np.float32)
-
-
-def _tensor_to_numpy(tensor: torch.Tensor) -> np.ndarray:
-    """A NumPy copy of a tensor on any device; half-precision floats become float32, which NumPy can hold."""
-    tensor = tensor.detach().cpu()
-    if tensor.dtype in (torch.float16, torch.bfloat16):
-        tensor = tensor.float()
-    return tensor.numpy()
-
-
-def _pil_image_to_pixels(image: PIL.Image.Image, do_convert_rgb: bool) -> np.ndarray:
-    """
-    Pixels of an upright (EXIF orientation applied) PIL image, channels last: 8-bit modes converted to RGB (when
-    `do_convert_rgb`) as uint8, high bit depth modes as a (height, width) uint16 or float32 array.
-    """
-    image = PIL.ImageOps.exif_transpose(image)
-    if image.mode in _HIGH_BIT_DEPTH_MODES:
-        return _high_bit_depth_pixels(image)
-    return np.asarray(convert_image_to_rgb(image) if do_convert_rgb else image)
-
-
-def _split_batch(item) -> list:
-    """One image as a list of one, or a 4-D array or tensor as the list of its images."""
-    if isinstance(item, (np.ndarray, torch.Tensor)) and item.ndim == 4:
-        return list(item)
-    if isinstance(item, (PIL.Image.Image, np.ndarray, torch.Tensor)):
-        return [item]
-    raise ValueError(
-        "Expected images as PIL.Image.Image, numpy.ndarray or torch.Tensor, a 4-D batch, or a list of them; got "
-        f"{type(item).__name__}."
-    )
-
-
-def _check_size(size: SizeDict) -> None:
-    """Raise a `ValueError` unless `size` is `{"height": int, "width": int}` with positive values."""
-    if size is None or set(dict(size)) != {"height", "width"} or size.height < 1 or size.width < 1:
-        raise ValueError(
-            "HSVLTImageProcessor resizes to a fixed size: size must be {'height': int, 'width': int} with positive "
-            f"values, got {dict(size) if size is not None else None}."
-        )
+from .image_conversion_hsvlt import (
+    check_size,
+    open_image,
+    pil_image_to_pixels,
+    split_batch,
+    tensor_to_numpy,
+    to_8bit_range,
+    to_channels_last,
+    to_three_channels,
+)
 
 
 def _sigmoid_probabilities(logits) -> np.ndarray:
     """Validate (batch_size, num_labels) logits and return their sigmoid as a float64 array."""
     if isinstance(logits, torch.Tensor):
-        logits = _tensor_to_numpy(logits)
+        logits = tensor_to_numpy(logits)
     if not isinstance(logits, np.ndarray):
         raise ValueError(
             f"logits must be a torch.Tensor or numpy.ndarray of shape (batch_size, num_labels), got "
@@ -342,7 +158,7 @@ class HSVLTImageProcessor(PilBackend):
 
     def __init__(self, **kwargs: Unpack[ImagesKwargs]):
         super().__init__(**kwargs)
-        _check_size(self.size)
+        check_size(self.size)
 
     def fetch_images(self, image_url_or_urls):
         """
@@ -355,7 +171,7 @@ class HSVLTImageProcessor(PilBackend):
         if isinstance(image_url_or_urls, os.PathLike) or (
             isinstance(image_url_or_urls, str) and os.path.isfile(image_url_or_urls)
         ):
-            return PIL.Image.open(image_url_or_urls)
+            return open_image(image_url_or_urls)
         if isinstance(image_url_or_urls, str):
             return super().fetch_images(image_url_or_urls)
         return image_url_or_urls
@@ -367,7 +183,7 @@ class HSVLTImageProcessor(PilBackend):
         """
         images = self.fetch_images(images)
         batch = images if isinstance(images, (list, tuple)) else [images]
-        flat = [image for item in batch for image in _split_batch(item)]
+        flat = [image for item in batch for image in split_batch(item)]
         if not flat:
             raise ValueError("Expected at least one image, got an empty list or batch.")
         return flat
@@ -413,20 +229,20 @@ class HSVLTImageProcessor(PilBackend):
             `np.ndarray`: The image as (channels, height, width).
         """
         if isinstance(image, PIL.Image.Image):
-            pixels = _pil_image_to_pixels(image, do_convert_rgb)
+            pixels = pil_image_to_pixels(image, do_convert_rgb)
             input_data_format, channels_first_by_default = ChannelDimension.LAST, False
         elif isinstance(image, torch.Tensor):
-            pixels, channels_first_by_default = _tensor_to_numpy(image), True
+            pixels, channels_first_by_default = tensor_to_numpy(image), True
         elif isinstance(image, np.ndarray):
             pixels, channels_first_by_default = image, False
         else:
             raise ValueError(
                 f"Expected an image as PIL.Image.Image, numpy.ndarray or torch.Tensor, got {type(image).__name__}."
             )
-        pixels = _to_channels_last(pixels, input_data_format, channels_first_by_default)
-        pixels = _to_8bit_range(pixels)
+        pixels = to_channels_last(pixels, input_data_format, channels_first_by_default)
+        pixels = to_8bit_range(pixels)
         if do_convert_rgb:
-            pixels = _to_three_channels(pixels)
+            pixels = to_three_channels(pixels)
         return np.ascontiguousarray(np.moveaxis(pixels, -1, 0))
 
     def resize(
@@ -453,7 +269,7 @@ class HSVLTImageProcessor(PilBackend):
         Returns:
             `np.ndarray`: The resized image, of the same dtype.
         """
-        _check_size(size)
+        check_size(size)
         resample = PILImageResampling.BILINEAR if resample is None else resample
         if image.dtype != np.uint8:
             image = image.astype(np.float32)
@@ -559,4 +375,4 @@ class HSVLTImageProcessor(PilBackend):
 
 HSVLTImageProcessor.register_for_auto_class("AutoImageProcessor")
 
-__all__ = ["HSVLTImageProcessor", "convert_image_to_rgb"]
+__all__ = ["HSVLTImageProcessor"]

@@ -8,14 +8,17 @@ fills the missing part of truncated files.
 import http.client
 import io
 import os
+import tempfile
+import time
 import urllib.error
 import urllib.request
 import warnings
+from dataclasses import dataclass
 
 import PIL.Image
 import PIL.ImageOps
 
-from .image_processing_hsvlt import convert_image_to_rgb
+from .image_conversion_hsvlt import convert_image_to_rgb
 
 
 #: Largest image (width x height) `load_image` decodes by default: twice Pillow's default `MAX_IMAGE_PIXELS`
@@ -25,6 +28,14 @@ DEFAULT_MAX_IMAGE_PIXELS = 178_956_970
 
 #: Seconds `load_image` waits for a URL to connect or to send data.
 DEFAULT_TIMEOUT = 10.0
+
+#: Seconds a whole download may take (a server that trickles bytes cannot hold a prediction forever).
+DEFAULT_DOWNLOAD_SECONDS = 60.0
+
+#: Largest body a download may have; it is streamed to a temporary file, not held in memory while it arrives.
+DEFAULT_MAX_DOWNLOAD_BYTES = 256 * 1024 * 1024
+
+_DOWNLOAD_CHUNK = 1 << 16
 
 _URL_PREFIXES = ("http://", "https://")
 
@@ -38,12 +49,14 @@ def load_image(
     *,
     max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
     timeout: float = DEFAULT_TIMEOUT,
+    download_seconds: float = DEFAULT_DOWNLOAD_SECONDS,
+    max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
 ) -> PIL.Image.Image:
     """
     Load an image as an upright, fully decoded RGB PIL image.
 
     The EXIF orientation is applied and every mode is converted to RGB as by
-    [`~image_processing_hsvlt.convert_image_to_rgb`]: transparency composited onto white, 16-bit images scaled to
+    [`~image_conversion_hsvlt.convert_image_to_rgb`]: transparency composited onto white, 16-bit images scaled to
     8 bits, CMYK, palette and grayscale images converted.
 
     Args:
@@ -54,7 +67,11 @@ def load_image(
             bombs (small files declaring huge images) are refused without allocating their memory. `None` disables
             this check; Pillow still refuses images over twice `PIL.Image.MAX_IMAGE_PIXELS`.
         timeout (`float`, *optional*, defaults to `DEFAULT_TIMEOUT`):
-            Timeout in seconds for URLs.
+            Seconds a URL may take to connect or between two pieces of data.
+        download_seconds (`float`, *optional*, defaults to `DEFAULT_DOWNLOAD_SECONDS`):
+            Seconds a whole download may take.
+        max_download_bytes (`int`, *optional*, defaults to `DEFAULT_MAX_DOWNLOAD_BYTES`):
+            Largest accepted body of a URL (streamed to a temporary file while it arrives).
 
     Returns:
         `PIL.Image.Image`: The image, in mode `RGB`.
@@ -66,7 +83,8 @@ def load_image(
     if max_image_pixels is not None and max_image_pixels < 1:
         raise ValueError(f"max_image_pixels must be a positive integer or None, got {max_image_pixels!r}.")
     name = _describe(source)
-    image = _open(_read_source(source, name, timeout), name, max_image_pixels)
+    limits = _DownloadLimits(timeout, download_seconds, max_download_bytes)
+    image = _open(_read_source(source, name, limits), name, max_image_pixels)
     with image:
         try:
             image.load()
@@ -91,12 +109,19 @@ def _describe(source) -> str:
     return f"<{type(source).__name__}>"
 
 
-def _read_source(source, name: str, timeout: float) -> str | io.BytesIO:
+@dataclass(frozen=True)
+class _DownloadLimits:
+    timeout: float
+    total_seconds: float
+    max_bytes: int
+
+
+def _read_source(source, name: str, limits: _DownloadLimits) -> str | io.BytesIO | tempfile.SpooledTemporaryFile:
     """The path of a checked local file, or the downloaded or given bytes as a file object."""
     if isinstance(source, (bytes, bytearray)):
         data = bytes(source)
     elif isinstance(source, str) and source.lower().startswith(_URL_PREFIXES):
-        data = _download(source, name, timeout)
+        return _download(source, name, limits)
     elif isinstance(source, (str, os.PathLike)):
         return _check_file(os.fspath(source), name)
     else:
@@ -122,21 +147,48 @@ def _check_file(path: str, name: str) -> str:
     return path
 
 
-def _download(url: str, name: str, timeout: float) -> bytes:
-    """The body of an http(s) URL, or an `ImageLoadError` naming the HTTP status or network error."""
+def _download(url: str, name: str, limits: _DownloadLimits) -> tempfile.SpooledTemporaryFile:
+    """The body of an http(s) URL in a temporary file, or an `ImageLoadError` naming the HTTP status, the network
+    error, or the time or size limit exceeded."""
     request = urllib.request.Request(url, headers={"User-Agent": "transformers-hsvlt"})
+    deadline = time.monotonic() + limits.total_seconds
+    body = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.read()
+        with urllib.request.urlopen(request, timeout=limits.timeout) as response:
+            declared = response.headers.get("Content-Length")
+            if declared and declared.isdigit() and int(declared) > limits.max_bytes:
+                raise ImageLoadError(
+                    f"Cannot load image {name}: the server announces {int(declared):,} bytes, more than the limit of "
+                    f"{limits.max_bytes:,} bytes."
+                )
+            while chunk := response.read1(_DOWNLOAD_CHUNK):
+                body.write(chunk)
+                if body.tell() > limits.max_bytes:
+                    raise ImageLoadError(
+                        f"Cannot load image {name}: the body exceeds the limit of {limits.max_bytes:,} bytes."
+                    )
+                if time.monotonic() > deadline:
+                    raise ImageLoadError(
+                        f"Cannot load image {name}: the download took more than {limits.total_seconds:g} s."
+                    )
+    except ImageLoadError:
+        body.close()
+        raise
     except urllib.error.HTTPError as error:
         error.close()  # the error holds the open response
+        body.close()
         raise ImageLoadError(f"Cannot load image {name}: HTTP error {error.code} ({error.reason}).") from error
     except urllib.error.URLError as error:
+        body.close()
         raise ImageLoadError(f"Cannot load image {name}: download failed ({error.reason}).") from error
     except (OSError, ValueError, http.client.HTTPException) as error:
-        raise ImageLoadError(
-            f"Cannot load image {name}: download failed ({type(error).__name__}: {error})."
-        ) from error
+        body.close()
+        raise ImageLoadError(f"Cannot load image {name}: download failed ({type(error).__name__}: {error}).") from error
+    if body.tell() == 0:
+        body.close()
+        raise ImageLoadError(f"Cannot load image {name}: it is empty (0 bytes).")
+    body.seek(0)
+    return body
 
 
 def _open(file: str | io.BytesIO, name: str, max_image_pixels: int | None) -> PIL.Image.Image:
@@ -168,4 +220,26 @@ def _open(file: str | io.BytesIO, name: str, max_image_pixels: int | None) -> PI
     return image
 
 
-__all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "DEFAULT_TIMEOUT", "ImageLoadError", "load_image"]
+__all__ = [
+    "DEFAULT_DOWNLOAD_SECONDS",
+    "DEFAULT_MAX_DOWNLOAD_BYTES",
+    "DEFAULT_MAX_IMAGE_PIXELS",
+    "DEFAULT_TIMEOUT",
+    "ImageLoadError",
+    "load_dataset_image",
+    "load_image",
+]
+
+
+def load_dataset_image(encoded: dict) -> PIL.Image.Image:
+    """Load an undecoded `datasets.Image` value (`{"bytes", "path"}`) with `load_image`. Embedded bytes win over the
+    path, as in `datasets` (Hub datasets keep only a file name beside the bytes); errors name the path if any."""
+    data, path = encoded.get("bytes"), encoded.get("path")
+    if data is None:
+        return load_image(path)
+    try:
+        return load_image(data)
+    except ImageLoadError as error:
+        if not path:
+            raise
+        raise ImageLoadError(f"{path}: {error}") from error

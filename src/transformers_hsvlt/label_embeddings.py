@@ -8,7 +8,8 @@ those vectors from a `label.txt`-style list of names with any Hugging Face text 
 The default reproduces the authors' `scripts/embedding.py` (inherited from TSFormer) with `bert-base-uncased`:
 
 ```python
->>> from transformers_hsvlt.label_embeddings import embed_label_names, read_label_names, save_label_embeddings
+>>> from transformers_hsvlt.data import read_label_names
+>>> from transformers_hsvlt.label_embeddings import embed_label_names, save_label_embeddings
 
 >>> names = read_label_names("data/voc2007/label.txt")
 >>> embeddings = embed_label_names(names)  # (20, 768) float32, pooling="authors"
@@ -26,6 +27,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
+
+from .weights.state_dict import check_pretrained_name
 
 
 logger = logging.get_logger(__name__)
@@ -127,33 +130,6 @@ def embed_label_names(
     return embeddings
 
 
-def read_label_names(path: str | os.PathLike) -> list[str]:
-    """
-    Read a `label.txt` file: one class name per line, in label-id order. Names are stripped of surrounding
-    whitespace; blank lines and duplicate names are rejected with their line numbers.
-    """
-    path = Path(path)
-    lines = path.read_text(encoding="utf-8-sig").split("\n")
-    if lines[-1] == "":
-        lines.pop()  # the newline ending the last line
-    if not lines:
-        raise ValueError(f"{path} is empty: expected one label name per line.")
-    names = []
-    for line_number, line in enumerate(lines, start=1):
-        name = line.strip()
-        if not name:
-            raise ValueError(f"{path}, line {line_number}: blank line; expected one label name per line.")
-        names.append(name)
-    duplicates = _duplicates(names)
-    if duplicates:
-        described = "; ".join(
-            f"{name!r} on lines {', '.join(str(index + 1) for index in indices)}"
-            for name, indices in duplicates.items()
-        )
-        raise ValueError(f"{path}: duplicate label names: {described}.")
-    return names
-
-
 def save_label_embeddings(embeddings: np.ndarray | torch.Tensor, path: str | os.PathLike) -> Path:
     """
     Save a `(num_labels, width)` embedding matrix as a float32 `.npy` file (parent directories are created) and
@@ -194,7 +170,7 @@ def load_label_embeddings(
         raise FileNotFoundError(f"Label embeddings file {path} does not exist.")
     try:
         array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, EOFError) as error:
         raise ValueError(f"{path} is not a plain numeric .npy array (pickled data is refused): {error}") from error
     if not isinstance(array, np.ndarray):  # an .npz archive
         raise ValueError(f"{path} is an .npz archive; expected a single .npy array of shape (num_labels, width).")
@@ -260,6 +236,7 @@ def _resolve_encoder(encoder) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]
 
 def _load_encoder(encoder: str | os.PathLike) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a text encoder and its tokenizer from a Hub id or directory."""
+    check_pretrained_name(encoder, "The text encoder")
     with _naming_encoder_on_error(encoder):
         model = AutoModel.from_pretrained(encoder)
     _check_text_model(model, encoder)
@@ -303,9 +280,7 @@ def _check_tokenizer(tokenizer: PreTrainedTokenizerBase, pooling: str, texts: li
     empty = [text for text, pieces in zip(texts, word_pieces, strict=True) if not pieces]
     if empty:
         raise ValueError(f"The tokenizer turns these label names into no token at all: {', '.join(map(repr, empty))}.")
-    unknown = [
-        text for text, pieces in zip(texts, word_pieces, strict=True) if set(pieces) == {tokenizer.unk_token_id}
-    ]
+    unknown = [text for text, pieces in zip(texts, word_pieces, strict=True) if set(pieces) == {tokenizer.unk_token_id}]
     if unknown:
         logger.warning(
             f"{len(unknown)} of {len(texts)} label names are unknown to the tokenizer (only {tokenizer.unk_token} "
@@ -401,6 +376,5 @@ __all__ = [
     "VOC_NAME_REWRITES",
     "embed_label_names",
     "load_label_embeddings",
-    "read_label_names",
     "save_label_embeddings",
 ]

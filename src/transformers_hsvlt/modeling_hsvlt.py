@@ -7,7 +7,9 @@ features of the last block of every stage, and a per-label linear head gives one
 
 Parameter names follow transformers' ConvNeXt (`embeddings.*`, `encoder.stages.{i}.downsampling_layer.*`,
 `encoder.stages.{i}.layers.{j}.{dwconv,layernorm,pwconv1,pwconv2,layer_scale_parameter}`) so that ConvNeXt weights
-map onto the visual hierarchy one to one.
+map onto the visual hierarchy one to one. The visual parts are transformers' own ConvNeXt modules (`ConvNextEmbeddings`,
+`ConvNextLayer`, `ConvNextLayerNorm`, its drop path), so the visual hierarchy computes exactly what `ConvNextModel`
+computes.
 """
 
 from dataclasses import dataclass
@@ -17,12 +19,13 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
-from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.models.convnext.modeling_convnext import ConvNextEmbeddings, ConvNextLayer, ConvNextLayerNorm
 from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_hsvlt import HSVLTConfig
+from .multilabel_losses import multilabel_loss
 
 
 @dataclass
@@ -59,7 +62,8 @@ class HSVLTMultiLabelClassifierOutput(ModelOutput):
 
     Args:
         loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` is given):
-            Binary cross-entropy with logits, averaged over the label entries that are not ignored (`labels == -1`).
+            The classification loss named by `config.multilabel_loss` (binary cross-entropy with logits averaged over
+            the label entries that are not ignored, `labels == -1`, by default).
         logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`):
             One logit per label; `sigmoid(logits)` are the multi-label probabilities.
         multimodal_features (`tuple(torch.FloatTensor)`):
@@ -77,53 +81,13 @@ class HSVLTMultiLabelClassifierOutput(ModelOutput):
     attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
-class HSVLTLayerNorm(nn.LayerNorm):
-    """LayerNorm over the channels of `(batch, height, width, channels)` (channels_last) or `(batch, channels, height,
-    width)` (channels_first) tensors, as ConvNeXt's."""
-
-    def __init__(self, normalized_shape: int, eps: float = 1e-6, data_format: str = "channels_last"):
-        super().__init__(normalized_shape, eps=eps)
-        if data_format not in ("channels_last", "channels_first"):
-            raise ValueError(f"data_format must be 'channels_last' or 'channels_first', got {data_format!r}")
-        self.data_format = data_format
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        if self.data_format == "channels_first":
-            return super().forward(features.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-        return super().forward(features)
-
-
-class HSVLTDropPath(nn.Module):
-    """Stochastic depth per sample: drops the whole residual branch of a sample with probability `drop_prob`."""
-
-    def __init__(self, drop_prob: float = 0.0):
-        super().__init__()
-        self.drop_prob = drop_prob
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        if self.drop_prob == 0.0 or not self.training:
-            return features
-        keep_prob = 1 - self.drop_prob
-        shape = (features.shape[0],) + (1,) * (features.ndim - 1)
-        keep = torch.floor(keep_prob + torch.rand(shape, dtype=features.dtype, device=features.device))
-        return features.div(keep_prob) * keep
-
-    def extra_repr(self) -> str:
-        return f"p={self.drop_prob}"
-
-
-class HSVLTEmbeddings(nn.Module):
-    """Stem: `Conv2d(num_channels, hidden_sizes[0], patch_size, stride=patch_size)` + channels-first LayerNorm."""
+class HSVLTEmbeddings(ConvNextEmbeddings):
+    """ConvNeXt's stem: `Conv2d(num_channels, hidden_sizes[0], patch_size, stride=patch_size)` + channels-first
+    LayerNorm, with the config's `layer_norm_eps` (transformers' ConvNeXt fixes it at 1e-6, the default)."""
 
     def __init__(self, config: HSVLTConfig):
-        super().__init__()
-        self.patch_embeddings = nn.Conv2d(
-            config.num_channels, config.hidden_sizes[0], kernel_size=config.patch_size, stride=config.patch_size
-        )
-        self.layernorm = HSVLTLayerNorm(config.hidden_sizes[0], eps=config.layer_norm_eps, data_format="channels_first")
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.layernorm(self.patch_embeddings(pixel_values))
+        super().__init__(config)
+        self.layernorm.eps = config.layer_norm_eps
 
 
 class HSVLTLabelEmbeddings(nn.Module):
@@ -137,6 +101,70 @@ class HSVLTLabelEmbeddings(nn.Module):
     def forward(self, batch_size: int) -> torch.Tensor:
         """Returns the embeddings broadcast to `(batch_size, num_labels, label_embedding_size)`."""
         return self.weight.unsqueeze(0).expand(batch_size, -1, -1)
+
+
+@dataclass(frozen=True)
+class HSVLTWeightProducts:
+    r"""
+    Weight products of one IVLA module, for eager inference (see [`HSVLTVisualLinguisticAttention`]).
+
+    With `d = C / heads`, `W_q_h`, `W_k_h`, `W_v_h` the `(d, C)` row blocks of head `h` and `W_p_h` the `(C, d)` column
+    block of the output projection:
+
+    Args:
+        label_input (`torch.Tensor` of shape `(C, heads * C + C)`):
+            `[d^-0.5 W_q_1^T W_k_1 | ... | d^-0.5 W_q_heads^T W_k_heads | W_vis^T]`: one product of the label features
+            gives the folded, scaled queries of every head and the input of `vis_project`'s GELU.
+        label_input_bias (`torch.Tensor` of shape `(heads * C + C,)`):
+            Zeros for the queries, `vis_project`'s bias.
+        attended_output (`torch.Tensor` of shape `(heads * C, C)`):
+            `[(W_p_1 W_v_1)^T; ...; (W_p_heads W_v_heads)^T]`: the attended tokens of all heads to the output of `proj`
+            (before its bias).
+        sources (`tuple[torch.Tensor]`):
+            Detached aliases of the weights the products were computed from (query, key, value, proj, vis_project
+            weight and bias). Holding them keeps their storage alive, so no other tensor can take their address.
+        versions (`tuple[int]`):
+            The in-place version counters (`tensor._version`) of the sources when the products were computed.
+    """
+
+    label_input: torch.Tensor
+    label_input_bias: torch.Tensor
+    attended_output: torch.Tensor
+    sources: tuple[torch.Tensor, ...]
+    versions: tuple[int, ...]
+
+    @classmethod
+    def compute(cls, attention: "HSVLTVisualLinguisticAttention", cache: bool = True) -> "HSVLTWeightProducts":
+        """The products of `attention`'s current weights, in their dtype (never under autocast). `cache=False` (when
+        exporting a graph) computes them from the weights as graph operations and records no sources."""
+        sources = attention.product_sources()
+        query, key, value, proj, vis_weight, vis_bias = sources
+        heads, head_dim, dim = attention.num_heads, attention.head_dim, query.shape[1]
+        with torch.autocast(query.device.type, enabled=False):
+            folded_query = torch.bmm(query.view(heads, head_dim, dim).transpose(1, 2), key.view(heads, head_dim, dim))
+            folded_query = (folded_query * attention.scale).permute(1, 0, 2).reshape(dim, heads * dim)
+            label_input = torch.cat([folded_query, vis_weight.t()], dim=1)
+            label_input_bias = torch.cat([vis_bias.new_zeros(heads * dim), vis_bias])
+            value_output = torch.bmm(proj.view(dim, heads, head_dim).transpose(0, 1), value.view(heads, head_dim, dim))
+            attended_output = value_output.transpose(1, 2).reshape(heads * dim, dim)
+        return cls(
+            label_input=label_input,
+            label_input_bias=label_input_bias,
+            attended_output=attended_output,
+            sources=tuple(source.detach() for source in sources) if cache else (),
+            versions=tuple(source._version for source in sources) if cache else (),
+        )
+
+    def is_current(self, sources: tuple[torch.Tensor, ...]) -> bool:
+        """Whether `sources` are the very tensors the products were computed from, unchanged since: same storage,
+        in-place version, dtype and device."""
+        return all(
+            source.data_ptr() == cached.data_ptr()
+            and source._version == version
+            and source.dtype == cached.dtype
+            and source.device == cached.device
+            for source, cached, version in zip(sources, self.sources, self.versions, strict=True)
+        )
 
 
 class HSVLTVisualLinguisticAttention(nn.Module):
@@ -155,6 +183,17 @@ class HSVLTVisualLinguisticAttention(nn.Module):
     The logits then cost `heads * K * H*W * C` multiply-adds instead of `K * H*W * C`: folding saves work when
     `K * C + (heads - 1) * K * H*W < H*W * C`, always the case for HSVLT-S (one head, 80 labels, H*W >= 196 at
     448x448) but not, e.g., with 4 heads at stage 1 or with more labels than tokens.
+
+    Eager inference (`eval()`, gradients disabled, not under `torch.compile`/tracing) with the folded form multiplies
+    the weights first and keeps the products ([`HSVLTWeightProducts`]): `query` and `key` become one `C x heads*C`
+    map, `value` and `proj` one `heads*C x C` map, and `vis_project`, which reads the same label features as the
+    queries, joins the first one, so a block's label side costs six `K x C x C` products instead of eight (HSVLT-S at
+    448x448: 39.8 instead of 40.8 GMACs per image). The products are computed on the first such forward (`2 * heads *
+    C^3` multiply-adds per block, once) and reused as long as the weights are the same tensors, unchanged: they are
+    recomputed after any in-place change (optimizer step, `load_state_dict`, `copy_`), dtype or device move, or new
+    parameter tensors, and dropped by `train()` (not by `eval()`). In-place edits through `param.data` bypass the
+    version counter: call `model.train()` (then `model.eval()`) after them. They take `(2 * heads + 1) * C^2` values per block (71 MB in float32 for
+    HSVLT-S). The logits equal those of the straightforward form to float rounding (1e-5).
 
     Both forms scale the queries by `(C / heads)^-0.5` before the product with the keys instead of scaling the logits
     (the same values up to float rounding), and compute the attention explicitly (two batched matmuls and a softmax).
@@ -175,6 +214,39 @@ class HSVLTVisualLinguisticAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.vis_project = nn.Linear(dim, dim)
         self.project_mm = nn.Linear(dim, dim)
+        self.weight_products: HSVLTWeightProducts | None = None
+
+    def train(self, mode: bool = True):
+        """Entering training mode drops the weight products (training never uses them); `eval()` keeps them."""
+        if mode:
+            self.weight_products = None
+        return super().train(mode)
+
+    def product_sources(self) -> tuple[torch.Tensor, ...]:
+        """The weights [`HSVLTWeightProducts`] are computed from."""
+        return (
+            self.query.weight,
+            self.key.weight,
+            self.value.weight,
+            self.proj.weight,
+            self.vis_project.weight,
+            self.vis_project.bias,
+        )
+
+    def _current_weight_products(self) -> HSVLTWeightProducts | None:
+        """The cached weight products, recomputed if the weights changed; `None` where they must not be used
+        (training mode, gradients enabled, `torch.compile` or tracing). When exporting a graph (`torch.export`,
+        `torch.onnx.export(..., dynamo=True)` under `torch.no_grad()`), the products are graph operations on the
+        weights alone, which ONNX Runtime folds into constants when it loads the model."""
+        if self.training or torch.is_grad_enabled():
+            return None
+        if torch.compiler.is_exporting():
+            return HSVLTWeightProducts.compute(self, cache=False)
+        if torch.compiler.is_compiling() or torch.jit.is_tracing():
+            return None
+        if self.weight_products is None or not self.weight_products.is_current(self.product_sources()):
+            self.weight_products = HSVLTWeightProducts.compute(self)
+        return self.weight_products
 
     @staticmethod
     def _attend(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,7 +255,9 @@ class HSVLTVisualLinguisticAttention(nn.Module):
         attention_probs = torch.softmax(torch.matmul(queries, keys.transpose(-1, -2)), dim=-1)
         return torch.matmul(attention_probs, values), attention_probs
 
-    def _attention_folded(self, queries: torch.Tensor, visual_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _attention_folded(
+        self, queries: torch.Tensor, visual_tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Scaled queries `(B, K, C)` and tokens `(B, H*W, C)` -> context `(B, K, C)` (the input of `proj`) and the
         attention map `(B, heads, K, H*W)`. The reshapes around the two weight products are views when `heads == 1`."""
         batch_size, num_labels, dim = queries.shape
@@ -213,10 +287,32 @@ class HSVLTVisualLinguisticAttention(nn.Module):
         context, attention_probs = self._attend(split_heads(queries), keys, values)
         return context.transpose(1, 2).reshape(batch_size, num_labels, dim), attention_probs
 
-    def _fold(self, num_labels: int, num_tokens: int, dim: int) -> bool:
-        """Whether to use the folded form: as configured, or (`fold_label_attention=None`) where it saves work."""
+    def _forward_with_products(
+        self, label_features: torch.Tensor, visual_tokens: torch.Tensor, products: HSVLTWeightProducts
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The folded form with the cached weight products: returns `proj(context)` `(B, K, C)` and the attention map
+        `(B, heads, K, H*W)`."""
+        batch_size, num_labels, dim = label_features.shape
+        heads = self.num_heads
+        label_input = torch.addmm(products.label_input_bias, label_features.reshape(-1, dim), products.label_input)
+        folded_queries, gate_input = label_input.split([heads * dim, dim], dim=-1)
+        folded_queries = folded_queries.view(batch_size, num_labels, heads, dim).transpose(1, 2)
+        attended_tokens, attention_probs = self._attend(
+            folded_queries.reshape(batch_size, heads * num_labels, dim), visual_tokens, visual_tokens
+        )  # (B, heads*K, C), (B, heads*K, H*W)
+        attended_tokens = attended_tokens.view(batch_size, heads, num_labels, dim).transpose(1, 2)
+        output = torch.addmm(self.proj.bias, attended_tokens.reshape(-1, heads * dim), products.attended_output)
+        multimodal_input = F.gelu(gate_input).mul_(output)
+        return multimodal_input.view(batch_size, num_labels, dim), attention_probs.unflatten(1, (heads, num_labels))
+
+    def _fold(self, num_labels: int, num_tokens: int, dim: int, with_products: bool) -> bool:
+        """Whether to use the folded form: as configured, or (`fold_label_attention=None`) where it costs fewer
+        multiply-adds. With the weight products, the folded form saves `2 * K * C^2` more (the query and value-side
+        products), so it is cheaper when `(heads - 1) * K * (C + H*W) < H*W * C` (always with one head)."""
         if self.config.fold_label_attention is not None:
             return self.config.fold_label_attention
+        if with_products:
+            return (self.num_heads - 1) * num_labels * (dim + num_tokens) < num_tokens * dim
         return num_labels * dim + (self.num_heads - 1) * num_labels * num_tokens < num_tokens * dim
 
     def forward(
@@ -229,13 +325,18 @@ class HSVLTVisualLinguisticAttention(nn.Module):
         Returns:
             The multi-modal features `(B, K, C)` and, if `output_attentions`, the attention map `(B, heads, K, H*W)`.
         """
-        queries = self.query(label_features) * self.scale
-        if self._fold(label_features.shape[1], visual_tokens.shape[1], label_features.shape[2]):
-            context, attention_probs = self._attention_folded(queries, visual_tokens)
+        num_labels, num_tokens, dim = label_features.shape[1], visual_tokens.shape[1], label_features.shape[2]
+        products = self._current_weight_products() if self.config.fold_label_attention is not False else None
+        if products is not None and self._fold(num_labels, num_tokens, dim, with_products=True):
+            multimodal_input, attention_probs = self._forward_with_products(label_features, visual_tokens, products)
         else:
-            context, attention_probs = self._attention_straightforward(queries, visual_tokens)
-        label_gate = F.gelu(self.vis_project(label_features))
-        multimodal_features = F.gelu(self.project_mm(label_gate * self.proj(context)))
+            queries = self.query(label_features) * self.scale
+            if self._fold(num_labels, num_tokens, dim, with_products=False):
+                context, attention_probs = self._attention_folded(queries, visual_tokens)
+            else:
+                context, attention_probs = self._attention_straightforward(queries, visual_tokens)
+            multimodal_input = F.gelu(self.vis_project(label_features)) * self.proj(context)
+        multimodal_features = F.gelu(self.project_mm(multimodal_input))
         return multimodal_features, attention_probs if output_attentions else None
 
 
@@ -249,14 +350,14 @@ class HSVLTLabelResidualGate(nn.Module):
 
     def forward(self, label_features: torch.Tensor) -> torch.Tensor:
         gate = torch.tanh(self.output(F.relu(self.hidden(label_features))))
-        return label_features + gate * label_features
+        return torch.addcmul(label_features, gate, label_features)
 
 
-class HSVLTLayer(GradientCheckpointingLayer):
+class HSVLTLayer(GradientCheckpointingLayer, ConvNextLayer):
     """
-    One HSVLT block: a ConvNeXt block on the visual map (dwconv 7x7, LayerNorm, Linear 4x, GELU, Linear, layer
-    scale, drop path, residual), then IVLA from the label features to the block's output tokens and the label update
-    `t <- t + drop_path(m)`, `t <- t + gate(t) * t`. The visual map is not changed by IVLA.
+    One HSVLT block: transformers' ConvNeXt block on the visual map (`ConvNextLayer`: dwconv 7x7, LayerNorm, Linear
+    4x, GELU, Linear, layer scale, drop path, residual), then IVLA from the label features to the block's output
+    tokens and the label update `t <- t + drop_path(m)`, `t <- t + gate(t) * t`. The visual map is not changed by IVLA.
 
     Memory layout: the channels-first LayerNorms (stem, downsampling) return maps stored channels-last (NHWC), so from
     the stem on the visual maps are channels-last in memory whatever the layout of the input, and the permutes to
@@ -265,26 +366,10 @@ class HSVLTLayer(GradientCheckpointingLayer):
     """
 
     def __init__(self, config: HSVLTConfig, dim: int, drop_path: float = 0.0):
-        super().__init__()
-        self.dwconv = nn.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim)
-        self.layernorm = HSVLTLayerNorm(dim, eps=config.layer_norm_eps)
-        self.pwconv1 = nn.Linear(dim, 4 * dim)
-        self.act = ACT2FN[config.hidden_act]
-        self.pwconv2 = nn.Linear(4 * dim, dim)
-        self.layer_scale_parameter = (
-            nn.Parameter(config.layer_scale_init_value * torch.ones(dim)) if config.layer_scale_init_value > 0 else None
-        )
-        self.drop_path = HSVLTDropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        super().__init__(config, dim, drop_path)
+        self.layernorm.eps = config.layer_norm_eps
         self.label_attention = HSVLTVisualLinguisticAttention(config, dim)
         self.label_gate = HSVLTLabelResidualGate(dim)
-
-    def _visual_block(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """The ConvNeXt block: `(B, C, H, W)` -> `(B, C, H, W)`."""
-        features = self.dwconv(hidden_states).permute(0, 2, 3, 1)
-        features = self.pwconv2(self.act(self.pwconv1(self.layernorm(features))))
-        if self.layer_scale_parameter is not None:
-            features = self.layer_scale_parameter * features
-        return hidden_states + self.drop_path(features.permute(0, 3, 1, 2))
 
     def forward(
         self, hidden_states: torch.Tensor, label_features: torch.Tensor, output_attentions: bool = False
@@ -297,7 +382,7 @@ class HSVLTLayer(GradientCheckpointingLayer):
             `(hidden_states, label_features, multimodal_features, attention_probs)`: the new visual map `(B, C, H, W)`,
             the updated label features and the multi-modal features `(B, K, C)`, and the attention map or `None`.
         """
-        hidden_states = self._visual_block(hidden_states)
+        hidden_states = ConvNextLayer.forward(self, hidden_states)
         visual_tokens = hidden_states.permute(0, 2, 3, 1).flatten(1, 2)
         multimodal_features, attention_probs = self.label_attention(label_features, visual_tokens, output_attentions)
         label_features = self.label_gate(label_features + self.drop_path(multimodal_features))
@@ -309,12 +394,18 @@ class HSVLTStage(nn.Module):
     label features to the stage width (the authors' `langs.{i}`), and `depth` [`HSVLTLayer`]s."""
 
     def __init__(
-        self, config: HSVLTConfig, in_channels: int, out_channels: int, in_label_size: int, downsample: bool, drop_path_rates
+        self,
+        config: HSVLTConfig,
+        in_channels: int,
+        out_channels: int,
+        in_label_size: int,
+        downsample: bool,
+        drop_path_rates,
     ):
         super().__init__()
         self.downsampling_layer = nn.ModuleList(
             [
-                HSVLTLayerNorm(in_channels, eps=config.layer_norm_eps, data_format="channels_first"),
+                ConvNextLayerNorm(in_channels, eps=config.layer_norm_eps, data_format="channels_first"),
                 nn.Conv2d(in_channels, out_channels, kernel_size=2, stride=2),
             ]
             if downsample
@@ -391,6 +482,9 @@ class HSVLTPreTrainedModel(PreTrainedModel):
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
     _no_split_modules = ["HSVLTLayer"]
+    accepts_loss_kwargs = False
+    """The loss is a mean over the batch and forward takes no loss keyword arguments (`num_items_in_batch`): a plain
+    `Trainer` divides it by the gradient-accumulation steps, so that accumulating equals one larger batch."""
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -408,6 +502,13 @@ class HSVLTPreTrainedModel(PreTrainedModel):
             super()._init_weights(module)
         if isinstance(module, HSVLTLayer) and module.layer_scale_parameter is not None:
             init.constant_(module.layer_scale_parameter, self.config.layer_scale_init_value)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Save as a self-contained remote-code checkpoint: the config's `auto_map` gets every entry of `AUTO_MAP`
+        (`AutoModel` -> [`HSVLTModel`], `AutoModelForImageClassification` -> [`HSVLTForMultiLabelClassification`]),
+        whichever of the two is saved."""
+        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **AUTO_MAP}
+        super().save_pretrained(save_directory, *args, **kwargs)
 
 
 def _init_uniform_fan_in(weight: torch.Tensor, bias: torch.Tensor) -> None:
@@ -427,9 +528,15 @@ class HSVLTModel(HSVLTPreTrainedModel):
         self.encoder = HSVLTEncoder(config)
         self.post_init()
 
-    def _check_pixel_values(self, pixel_values: torch.Tensor | None):
+    def _checked_pixel_values(self, pixel_values: torch.Tensor | None) -> torch.Tensor:
+        """`pixel_values` in the dtype of the model's weights, after checking their shape and type."""
         if pixel_values is None:
             raise ValueError("HSVLT needs `pixel_values`, a float tensor (batch_size, num_channels, height, width).")
+        if not torch.is_floating_point(pixel_values):
+            raise ValueError(
+                f"`pixel_values` must be a floating-point tensor (images preprocessed by HSVLTImageProcessor, values "
+                f"in [0, 1]), got {pixel_values.dtype}; raw uint8 images must go through the image processor first."
+            )
         if pixel_values.ndim != 4 or pixel_values.shape[1] != self.config.num_channels:
             raise ValueError(
                 f"`pixel_values` must have shape (batch_size, {self.config.num_channels}, height, width), "
@@ -441,6 +548,7 @@ class HSVLTModel(HSVLTPreTrainedModel):
                 f"`pixel_values` height and width must be at least {min_size} for this configuration "
                 f"(patch_size {self.config.patch_size}, {self.config.num_stages} stages), got {tuple(pixel_values.shape[-2:])}."
             )
+        return pixel_values.to(self.embeddings.patch_embeddings.weight.dtype)
 
     def _label_features(self, class_embeddings: torch.Tensor | None, batch_size: int, dtype: torch.dtype):
         if class_embeddings is None:
@@ -459,12 +567,14 @@ class HSVLTModel(HSVLTPreTrainedModel):
         class_embeddings: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
-        **kwargs,
     ) -> HSVLTModelOutput:
         r"""
         Args:
             pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
                 Images, as produced by [`HSVLTImageProcessor`] (values in [0, 1] with the authors' preprocessing).
+                Floating-point images of another dtype than the model's weights (float64 from NumPy, half, bfloat16)
+                are converted to the weights' dtype; integer images (e.g. raw uint8 pixels) are refused with a
+                `ValueError`, as they have not been preprocessed.
             class_embeddings (`torch.FloatTensor` of shape `(num_labels, label_embedding_size)`, *optional*):
                 Label-name embeddings to use instead of the model's own `label_embeddings` buffer (also
                 `(batch_size, num_labels, label_embedding_size)`). Not called `label_*`: `Trainer` treats every forward
@@ -474,7 +584,7 @@ class HSVLTModel(HSVLTPreTrainedModel):
             output_hidden_states (`bool`, *optional*):
                 Return the visual feature map of the stem and of every stage.
         """
-        self._check_pixel_values(pixel_values)
+        pixel_values = self._checked_pixel_values(pixel_values)
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
@@ -496,19 +606,6 @@ class HSVLTLabelwiseHead(nn.Module):
         return (features * self.weight).sum(dim=-1) + self.bias
 
 
-def masked_binary_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """BCE-with-logits averaged over the entries whose label is not -1 (ignored); 0 when every entry is ignored."""
-    if labels.shape != logits.shape:
-        raise ValueError(
-            f"`labels` must have the shape of the logits (batch_size, num_labels) = {tuple(logits.shape)}, "
-            f"got {tuple(labels.shape)}."
-        )
-    labels = labels.to(logits.dtype)
-    valid = labels != -1
-    losses = F.binary_cross_entropy_with_logits(logits, labels.clamp(min=0), reduction="none")
-    return (losses * valid).sum() / valid.sum().clamp(min=1)
-
-
 class HSVLTForMultiLabelClassification(HSVLTPreTrainedModel):
     """HSVLT with Cross-Scale Aggregation (the multi-modal features of every stage concatenated per label) and a
     per-label linear head: one logit per class, for multi-label classification (sigmoid)."""
@@ -527,7 +624,6 @@ class HSVLTForMultiLabelClassification(HSVLTPreTrainedModel):
         class_embeddings: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
-        **kwargs,
     ) -> HSVLTMultiLabelClassifierOutput:
         r"""
         Args:
@@ -535,9 +631,13 @@ class HSVLTForMultiLabelClassification(HSVLTPreTrainedModel):
                 Images, as produced by [`HSVLTImageProcessor`].
             labels (`torch.FloatTensor` of shape `(batch_size, num_labels)`, *optional*):
                 1 for a present label, 0 for an absent one, -1 to leave the entry out of the loss (e.g. VOC
-                "difficult" objects). Soft targets in [0, 1] are accepted.
+                "difficult" objects). Soft targets in [0, 1] are accepted; any other value raises a `ValueError`.
+                The loss is `config.multilabel_loss` (BCE by default, or ASL), a mean over the batch.
             class_embeddings, output_attentions, output_hidden_states:
                 As in [`HSVLTModel`].
+
+        Forward takes no other keyword arguments: an unknown one raises a `TypeError` naming it (`return_dict` is
+        handled by `can_return_tuple`).
         """
         outputs = self.hsvlt(
             pixel_values,
@@ -546,7 +646,7 @@ class HSVLTForMultiLabelClassification(HSVLTPreTrainedModel):
             output_hidden_states=output_hidden_states,
         )
         logits = self.classifier(torch.cat(outputs.multimodal_features, dim=-1))
-        loss = masked_binary_cross_entropy(logits, labels) if labels is not None else None
+        loss = multilabel_loss(logits, labels, self.config) if labels is not None else None
         return HSVLTMultiLabelClassifierOutput(
             loss=loss,
             logits=logits,
@@ -574,7 +674,9 @@ class HSVLTForMultiLabelClassification(HSVLTPreTrainedModel):
                 f"Got {label_embeddings.shape[0]} label embeddings for {len(names)} label names; they must match and be non-zero."
             )
         if len(set(names)) != len(names):
-            raise ValueError(f"Label names must be unique, got duplicates: {sorted({n for n in names if names.count(n) > 1})}.")
+            raise ValueError(
+                f"Label names must be unique, got duplicates: {sorted({n for n in names if names.count(n) > 1})}."
+            )
         if not torch.isfinite(label_embeddings).all():
             raise ValueError("label_embeddings contain NaN or infinite values.")
         old_rows = {name: index for index, name in self.config.id2label.items()}
@@ -590,19 +692,15 @@ class HSVLTForMultiLabelClassification(HSVLTPreTrainedModel):
         self.config.id2label = dict(enumerate(names))
         self.config.label2id = {name: index for index, name in enumerate(names)}
 
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """Save as a self-contained remote-code checkpoint (see `AUTO_MAP`)."""
-        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **AUTO_MAP}
-        super().save_pretrained(save_directory, *args, **kwargs)
-
 
 AUTO_MAP = {
     "AutoConfig": "configuration_hsvlt.HSVLTConfig",
-    "AutoModel": "modeling_hsvlt.HSVLTForMultiLabelClassification",
+    "AutoModel": "modeling_hsvlt.HSVLTModel",
     "AutoModelForImageClassification": "modeling_hsvlt.HSVLTForMultiLabelClassification",
 }
 
 HSVLTConfig.register_for_auto_class()
+HSVLTModel.register_for_auto_class("AutoModel")
 HSVLTForMultiLabelClassification.register_for_auto_class("AutoModelForImageClassification")
 
 __all__ = [

@@ -1,64 +1,78 @@
 """
-`hsvlt-convert`: convert a checkpoint of the authors' code (github.com/NaturalKnight/HSVLT) into a Hugging Face
-checkpoint directory that loads with `AutoModelForImageClassification.from_pretrained(DIR, trust_remote_code=True)`.
+`hsvlt-convert`: convert a checkpoint of an architecture's authors' code into a Hugging Face checkpoint directory
+that loads with `AutoModelForImageClassification.from_pretrained(DIR, trust_remote_code=True)`.
 
 ```bash
-hsvlt-convert experiments/mscoco/checkpoints/best_model.pth --labels data/mscoco/label.txt \
-    --label-embeddings data/mscoco/bert.npy --output hsvlt-s-coco
+hsvlt-convert experiments/mscoco/checkpoints/best_model.pth --labels data/mscoco/label.txt \\
+    --label_embeddings data/mscoco/bert.npy --output hsvlt-s-coco
+hsvlt-convert --architecture msrn model_best.pth.tar --labels coco_labels.txt \\
+    --label_embeddings coco_glove_word2vec.pkl --cooccurrence coco_adj.pkl --output msrn-coco
 ```
 """
 
-import argparse
+import sys
+from dataclasses import dataclass, field
 
-from ..conversion import convert_authors_checkpoint
+from transformers import HfArgumentParser
+
+from ..checkpoints import check_output_directory, convert_checkpoint
+from ..registry import architecture_names
+from .common import EXIT_SUCCESS, run_command
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line interface of `hsvlt-convert`."""
-    parser = argparse.ArgumentParser(
-        prog="hsvlt-convert",
-        description="Convert an authors' HSVLT checkpoint (.pth) with its label.txt and label-embedding .npy into a "
-        "Hugging Face checkpoint directory (safetensors, config, remote code, image processor, model card). The "
-        ".pth is read with torch.load(weights_only=True): files holding pickled code are refused.",
+PROG = "hsvlt-convert"
+
+
+@dataclass
+class ConvertArguments:
+    output: str = field(metadata={"help": "Directory to write the checkpoint to."})
+    architecture: str = field(default="hsvlt", metadata={"help": "Architecture of the checkpoint: hsvlt, msrn, ..."})
+    labels: str | None = field(default=None, metadata={"help": "label.txt: one class name per line, in head order."})
+    label_embeddings: str | None = field(
+        default=None, metadata={"help": "The label-name vectors: .npy (HSVLT: (num_labels, 768)) or the authors' .pkl."}
     )
-    parser.add_argument(
-        "checkpoint", metavar="CHECKPOINT", help="The authors' .pth (a state dict, or {'model': ...})."
+    cooccurrence: str | None = field(
+        default=None, metadata={"help": "Label co-occurrence counts (MSRN: the authors' *_adj.pkl, or .npz)."}
     )
-    parser.add_argument("--labels", required=True, metavar="LABEL_TXT", help="label.txt: one class name per line.")
-    parser.add_argument(
-        "--label-embeddings", required=True, metavar="NPY", help="The (num_labels, 768) label embeddings (.npy)."
+    num_heads: int | None = field(
+        default=None, metadata={"help": "HSVLT's IVLA attention heads of the trained model (default 1, released)."}
     )
-    parser.add_argument("--output", required=True, metavar="DIR", help="Directory to write the checkpoint to.")
-    parser.add_argument(
-        "--num-heads",
-        type=int,
-        default=1,
-        metavar="N",
-        help="IVLA attention heads of the trained model (default: 1, the released configuration).",
-    )
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace a non-empty --output directory."})
+
+
+def build_parser() -> HfArgumentParser:
+    parser = HfArgumentParser(ConvertArguments, prog=PROG, description=__doc__.strip().splitlines()[0])
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="The authors' checkpoint (.pth / .pth.tar).")
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run `hsvlt-convert` with `argv` (defaults to the command line)."""
-    args = build_parser().parse_args(argv)
-    try:
-        model = convert_authors_checkpoint(
-            args.checkpoint,
-            args.labels,
-            args.label_embeddings,
-            args.output,
-            num_attention_heads=args.num_heads,
+def converter_options(args: ConvertArguments) -> dict:
+    """The converter's keyword arguments: the options given on the command line."""
+    options = {
+        "labels": args.labels,
+        "label_embeddings": args.label_embeddings,
+        "cooccurrence": args.cooccurrence,
+        "num_attention_heads": args.num_heads,
+    }
+    return {name: value for name, value in options.items() if value is not None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    def command() -> int:
+        args, extra = build_parser().parse_args_into_dataclasses(argv)
+        if args.architecture not in architecture_names():
+            raise ValueError(f"--architecture {args.architecture}: unknown; use one of {architecture_names()}.")
+        check_output_directory(args.output, args.overwrite_output_dir, flag="--output")
+        model = convert_checkpoint(args.architecture, extra.checkpoint, args.output, **converter_options(args))
+        config = model.config
+        print(
+            f"Converted {extra.checkpoint} ({args.architecture}, {config.num_labels} labels) to {args.output}. Load it "
+            f"with AutoModelForImageClassification.from_pretrained({args.output!r}, trust_remote_code=True)."
         )
-    except (OSError, ValueError) as error:
-        raise SystemExit(f"hsvlt-convert: error: {' '.join(str(error).split())}") from error
-    config = model.config
-    print(
-        f"Converted {args.checkpoint} (depths {config.depths}, widths {config.hidden_sizes}, {config.num_labels} "
-        f"labels) to {args.output}. Load it with AutoModelForImageClassification.from_pretrained({args.output!r}, "
-        "trust_remote_code=True)."
-    )
+        return EXIT_SUCCESS
+
+    return run_command(PROG, command)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,71 +1,84 @@
 """
 `hsvlt-embed-labels`: embed the class names of a `label.txt` with a text encoder and save them as `.npy`; optionally
-write a copy of an HSVLT checkpoint relabelled with these names and embeddings.
+write a copy of a checkpoint relabelled with these names and embeddings.
 
 ```bash
 hsvlt-embed-labels data/voc2007/label.txt --encoder bert-base-uncased --pooling authors --output data/voc2007/bert.npy
-hsvlt-embed-labels my_labels.txt --output my_labels.npy --model hsvlt-s-coco --save-model hsvlt-s-my-labels
+hsvlt-embed-labels my_labels.txt --output my_labels.npy --model hsvlt-s-coco --save_model hsvlt-s-my-labels
 ```
 """
 
-import argparse
+import sys
+from dataclasses import dataclass, field
 
 import torch
+from transformers import HfArgumentParser
 
-from ..label_embeddings import POOLING_CHOICES, embed_label_names, read_label_names, save_label_embeddings
-from ..modeling_hsvlt import HSVLTForMultiLabelClassification
+from ..checkpoints import check_output_directory, load_checkpoint, resolve_device, write_checkpoint
+from ..data import read_label_names
+from ..label_embeddings import POOLING_CHOICES, embed_label_names, save_label_embeddings
+from .common import EXIT_SUCCESS, run_command
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line interface of `hsvlt-embed-labels`."""
-    parser = argparse.ArgumentParser(
-        prog="hsvlt-embed-labels",
-        description="Embed class names (one per line of LABELS_TXT) with a text encoder for HSVLT, save them as a "
-        "(num_labels, width) float32 .npy array and, with --model, write a relabelled HSVLT checkpoint.",
-    )
-    parser.add_argument("labels", metavar="LABELS_TXT", help="label.txt: one class name per line, in label-id order.")
-    parser.add_argument(
-        "--encoder",
+PROG = "hsvlt-embed-labels"
+
+
+@dataclass
+class EmbedArguments:
+    output: str = field(metadata={"help": "Where to write the (num_labels, width) float32 embeddings (.npy)."})
+    encoder: str = field(
         default="bert-base-uncased",
-        metavar="ID_OR_DIR",
-        help="Hub id or local directory of the text encoder (default: bert-base-uncased, as the authors).",
+        metadata={
+            "help": "Hub id or local directory of the text encoder (default: bert-base-uncased, as the authors)."
+        },
     )
-    parser.add_argument(
-        "--pooling",
+    pooling: str = field(
         default="authors",
-        choices=POOLING_CHOICES,
-        help="How a name's token vectors become one vector (default: authors, the authors' embedding script).",
+        metadata={"help": "How a name's token vectors become one vector.", "choices": list(POOLING_CHOICES)},
     )
-    parser.add_argument("--output", required=True, metavar="OUT.npy", help="Where to write the embeddings.")
-    parser.add_argument(
-        "--batch-size", type=int, default=64, metavar="N", help="Names encoded per forward pass (default: 64)."
+    batch_size: int = field(default=64, metadata={"help": "Names encoded per forward pass (default: 64)."})
+    device: str | None = field(
+        default=None, metadata={"help": "Device of the encoder, e.g. cpu or cuda (default: cpu)."}
     )
-    parser.add_argument(
-        "--device", default=None, help="Device to run the encoder on, e.g. cpu or cuda (default: cpu)."
+    rewrite_voc_names: bool = field(
+        default=True,
+        metadata={"help": "Encode diningtable, pottedplant and tvmonitor as two words (--no_rewrite_voc_names)."},
     )
-    parser.add_argument(
-        "--no-rewrite-voc-names",
-        dest="rewrite_voc_names",
-        action="store_false",
-        help="Encode diningtable, pottedplant and tvmonitor as written instead of as two words.",
+    model: str | None = field(
+        default=None, metadata={"help": "A checkpoint to relabel with these names and embeddings."}
     )
-    parser.add_argument(
-        "--model", metavar="CHECKPOINT_DIR", help="HSVLT checkpoint to relabel with these names and embeddings."
+    save_model: str | None = field(default=None, metadata={"help": "Where to write the relabelled checkpoint."})
+    allow_untrained_labels: bool = field(
+        default=False,
+        metadata={"help": "Relabel even when names are new to the checkpoint (their head rows start untrained)."},
     )
-    parser.add_argument("--save-model", metavar="OUT_DIR", help="Where to write the relabelled checkpoint.")
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace a non-empty --save_model directory."})
+
+    def __post_init__(self):
+        if (self.model is None) != (self.save_model is None):
+            raise ValueError(
+                "--model and --save_model go together: give both to write a relabelled checkpoint, or neither."
+            )
+        if self.batch_size < 1:
+            raise ValueError(f"--batch_size must be at least 1, got {self.batch_size}.")
+
+
+def build_parser() -> HfArgumentParser:
+    parser = HfArgumentParser(EmbedArguments, prog=PROG, description=__doc__.strip().splitlines()[0])
+    parser.add_argument("labels", metavar="LABELS_TXT", help="label.txt: one class name per line, in label-id order.")
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run `hsvlt-embed-labels` with `argv` (defaults to the command line)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if (args.model is None) != (args.save_model is None):
-        parser.error("--model and --save-model go together: give both to write a relabelled checkpoint, or neither.")
-
-    try:
-        names = read_label_names(args.labels)
-        model = HSVLTForMultiLabelClassification.from_pretrained(args.model) if args.model else None
+def main(argv: list[str] | None = None) -> int:
+    def command() -> int:
+        args, extra = build_parser().parse_args_into_dataclasses(argv)
+        resolve_device(args.device)
+        names = read_label_names(extra.labels)
+        model = processor = None
+        if args.model:
+            check_output_directory(args.save_model, args.overwrite_output_dir, flag="--save_model")
+            model, processor = load_checkpoint(args.model, "cpu")
+            check_relabelling(model, names, args)
         embeddings = embed_label_names(
             names,
             encoder=args.encoder,
@@ -74,30 +87,49 @@ def main(argv: list[str] | None = None) -> None:
             device=args.device,
             rewrite_voc_names=args.rewrite_voc_names,
         )
-    except (OSError, ValueError) as error:
-        raise SystemExit(f"hsvlt-embed-labels: error: {error}") from error
-    if model is not None:
-        _check_width(model, embeddings.shape[1], args)
+        if model is not None:
+            check_width(model, embeddings.shape[1], args)
+        save_label_embeddings(embeddings, args.output)
+        print(f"Wrote {embeddings.shape[0]} label embeddings of width {embeddings.shape[1]} to {args.output}.")
+        if model is not None:
+            new_names = [name for name in names if name not in model.config.label2id]
+            model.set_label_embeddings(torch.from_numpy(embeddings), names)
+            write_checkpoint(model, processor, args.save_model, provenance=f"Relabelled from `{args.model}`.")
+            print(f"Wrote the checkpoint relabelled with {len(names)} labels to {args.save_model}.")
+            if new_names:
+                print(
+                    f"These labels are new and need fine-tuning (their head rows are untrained): {', '.join(new_names)}."
+                )
+        return EXIT_SUCCESS
 
-    save_label_embeddings(embeddings, args.output)
-    print(f"Wrote {embeddings.shape[0]} label embeddings of width {embeddings.shape[1]} to {args.output}.")
-    if model is not None:
-        model.set_label_embeddings(torch.from_numpy(embeddings), names)
-        model.save_pretrained(args.save_model)
-        print(f"Wrote the HSVLT checkpoint relabelled with {len(names)} labels to {args.save_model}.")
+    return run_command(PROG, command)
 
 
-def _check_width(model: HSVLTForMultiLabelClassification, width: int, args: argparse.Namespace) -> None:
-    """Exit with a message saying what to do when the encoder's width is not the checkpoint's label width."""
+def check_relabelling(model, names: list[str], args: EmbedArguments) -> None:
+    """Refuse to relabel a model that cannot take new label embeddings, or (without `--allow_untrained_labels`)
+    one whose per-label head has no row for some of the names."""
+    if not hasattr(model, "set_label_embeddings"):
+        raise ValueError(f"{args.model} ({model.config.model_type}) cannot be relabelled with label embeddings.")
+    new_names = [name for name in names if name not in model.config.label2id]
+    if new_names and not args.allow_untrained_labels:
+        raise ValueError(
+            f"{args.model} has a per-label head with no trained row for {new_names}: pass --allow_untrained_labels "
+            "to write a checkpoint whose new labels need fine-tuning, or fine-tune with hsvlt-train "
+            "--model_name_or_path."
+        )
+
+
+def check_width(model, width: int, args: EmbedArguments) -> None:
+    """Refuse an encoder whose width is not the checkpoint's label width, saying what to do."""
     expected = model.config.label_embedding_size
     if width != expected:
-        raise SystemExit(
-            f"hsvlt-embed-labels: error: the checkpoint {args.model} takes label embeddings of width {expected} "
-            f"(config.label_embedding_size) but the encoder {args.encoder} gives {width}-d embeddings. Use an encoder "
-            f"of width {expected} (the released HSVLT models use bert-base-uncased, 768), or train a new model with "
-            f"label_embedding_size={width}. Nothing was written."
+        raise ValueError(
+            f"the checkpoint {args.model} takes label embeddings of width {expected} (config.label_embedding_size) "
+            f"but the encoder {args.encoder} gives {width}-d embeddings. Use an encoder of width {expected} (the "
+            f"released HSVLT models use bert-base-uncased, 768), or train a new model with label_embedding_size="
+            f"{width}. Nothing was written."
         )
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

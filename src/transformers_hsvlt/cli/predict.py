@@ -1,90 +1,209 @@
-"""`hsvlt-predict MODEL IMAGE... [--threshold T] [--top-k K] [--json] [--heatmaps DIR]`: labels and scores per image.
+"""`hsvlt-predict MODEL IMAGE... [--threshold T] [--top_k K] [--json] [--heatmaps DIR]`: labels and scores per image.
 
-IMAGE arguments are paths, globs or URLs. An unreadable image is reported on stderr by path and the others still run;
-the exit status is then 1. `--heatmaps DIR` writes, for every image and predicted label, a PNG of the label's IVLA
-attention (last block, averaged over heads) blended over the image, named `<image stem>_<label>.png`.
+IMAGE arguments are paths, globs or URLs. Images are read, predicted and printed batch by batch (memory stays bounded
+however many images are given). An unreadable image is reported on stderr by path and the others still run; the
+exit status is then 1. `--heatmaps DIR` writes, for every image, a figure of its predicted labels' heatmaps
+(`--heatmap_method`, default gradient x input at stage 0) and the raw maps (`.npy`), under names unique per input path; a heatmap that cannot be written is reported without losing
+the predictions, which are printed first.
 """
 
-import argparse
+import glob
 import json
+import math
 import os
 import sys
+from dataclasses import dataclass, field
 
-from ..images import ImageLoadError, load_image
-from ..inference import heatmap_filename, heatmap_overlay, expand_image_arguments, load_checkpoint, predict
+from transformers import HfArgumentParser
+
+from ..checkpoints import checkpoint_architecture, is_open_vocabulary, load_checkpoint, resolve_device
+from ..images import DEFAULT_DOWNLOAD_SECONDS, DEFAULT_MAX_DOWNLOAD_BYTES, ImageLoadError, load_image
+from ..inference import predict
+from ..visualization import DEFAULT_METHOD, DEFAULT_STAGE, METHODS, save_prediction_figure, save_raw_maps, unique_stems
+from .common import EXIT_PARTIAL_FAILURE, EXIT_SUCCESS, run_command
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hsvlt-predict", description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="An HSVLT checkpoint directory or Hub id.")
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="Image paths, globs or http(s) URLs.")
-    parser.add_argument("--threshold", type=float, default=0.5, help="Keep labels scoring at least this (default 0.5).")
-    parser.add_argument("--top-k", type=int, default=None, help="Keep at most this many labels per image.")
-    parser.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
-    parser.add_argument("--heatmaps", metavar="DIR", help="Write attention heatmap overlays of the predicted labels here.")
-    parser.add_argument(
-        "--heatmap-stage", type=int, default=-1,
-        help="Stage whose last-block attention the heatmaps show (default -1, the last, as the authors; 0 is finest).",
+PROG = "hsvlt-predict"
+
+
+@dataclass
+class PredictArguments:
+    threshold: float = field(
+        default=0.5, metadata={"help": "Keep labels scoring at least this, in [0, 1] (default 0.5)."}
     )
-    parser.add_argument("--batch-size", type=int, default=8, help="Images per forward pass (default 8).")
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available).")
+    top_k: int | None = field(default=None, metadata={"help": "Keep at most this many labels per image."})
+    json: bool = field(default=False, metadata={"help": "Print JSON instead of a table."})
+    labels: str | None = field(
+        default=None,
+        metadata={
+            "help": "Open-vocabulary models (PatchCT, PVLR): score these comma-separated label names instead of the "
+            "trained ones, e.g. 'cat,dog,bicycle'."
+        },
+    )
+    heatmaps: str | None = field(default=None, metadata={"help": "Write heatmap figures of the predicted labels here."})
+    heatmap_method: str = field(
+        default=DEFAULT_METHOD,
+        metadata={
+            "help": "How heatmaps are made: gradxinput (the default: it points best, see benchmarks/pointing_game.md), "
+            "attention (the architecture's own maps), gradcam, gradcam++, gradxact.",
+            "choices": list(METHODS),
+        },
+    )
+    heatmap_stage: int = field(
+        default=DEFAULT_STAGE, metadata={"help": "Stage of the heatmaps (default 0, the finest; -1 is the last)."}
+    )
+    batch_size: int = field(default=8, metadata={"help": "Images per forward pass (default 8)."})
+    device: str | None = field(default=None, metadata={"help": "cpu, cuda, ... (default: cuda if available)."})
+    download_seconds: float = field(
+        default=DEFAULT_DOWNLOAD_SECONDS, metadata={"help": "Longest time one URL may take to download."}
+    )
+    max_download_mb: float = field(
+        default=DEFAULT_MAX_DOWNLOAD_BYTES / 2**20, metadata={"help": "Largest body one URL may have, in MiB."}
+    )
+
+    def __post_init__(self):
+        if self.download_seconds <= 0 or self.max_download_mb <= 0:
+            raise ValueError("--download_seconds and --max_download_mb must be positive.")
+        if not 0 <= self.threshold <= 1 or math.isnan(self.threshold):
+            raise ValueError(f"--threshold must be in [0, 1], got {self.threshold}.")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"--top_k must be at least 1, got {self.top_k}.")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch_size must be at least 1, got {self.batch_size}.")
+
+
+def build_parser() -> HfArgumentParser:
+    parser = HfArgumentParser(PredictArguments, prog=PROG, description=__doc__.splitlines()[0])
+    parser.add_argument("model", help="A family checkpoint directory or Hub id.")
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="Image paths, globs or http(s) URLs.")
     return parser
 
 
-def _read_images(sources: list[str]):
-    """Load every source; returns the loaded `(source, image)` pairs and the `(source, reason)` failures."""
-    loaded, failures = [], []
-    for source in sources:
-        try:
-            loaded.append((source, load_image(source)))
-        except ImageLoadError as error:
-            failures.append(str(error))
-    return loaded, failures
+def expand_image_arguments(arguments: list[str]) -> tuple[list[str], list[str]]:
+    """Expand globs in image arguments (URLs are kept). Returns `(sources, errors)`; a glob that matches nothing is an
+    error naming it."""
+    sources, errors = [], []
+    for argument in arguments:
+        if argument.startswith(("http://", "https://")) or not glob.has_magic(argument):
+            sources.append(argument)
+            continue
+        matches = sorted(glob.glob(argument, recursive=True))
+        sources.extend(matches)
+        if not matches:
+            errors.append(f"{argument}: no file matches this pattern")
+    return sources, errors
 
 
-def _print_table(predictions, threshold) -> None:
-    for prediction in predictions:
-        print(prediction.source)
-        if not prediction.labels:
-            print(f"  (no label scores {threshold} or more)")
-        for label in prediction.labels:
-            print(f"  {label['label']:<24} {label['score']:.4f}")
+def check_against_checkpoint(model_name: str, args: PredictArguments) -> None:
+    """Refuse, from the checkpoint's config alone (before loading weights), a heatmap stage it does not have and
+    `--labels` for a model whose head is per-label."""
+    architecture = checkpoint_architecture(model_name)
+    if args.labels is not None and not is_open_vocabulary(architecture):
+        raise ValueError(
+            f"--labels needs an open-vocabulary model (PatchCT, PVLR); {model_name} is a {architecture.name} model, "
+            "whose head has one trained output per label: predict its own labels, or fine-tune it on new ones."
+        )
+    if args.heatmaps:
+        config = architecture.config_class.from_pretrained(model_name)
+        stages = architecture.heatmap_stages(config)
+        if not -stages <= args.heatmap_stage < stages:
+            raise ValueError(
+                f"--heatmap_stage must be a stage index in [{-stages}, {stages - 1}] for {model_name}, "
+                f"got {args.heatmap_stage}."
+            )
 
 
-def _write_heatmaps(directory: str, predictions, images) -> None:
-    os.makedirs(directory, exist_ok=True)
-    for prediction, image in zip(predictions, images):
-        for label, heatmap in prediction.heatmaps.items():
-            heatmap_overlay(image, heatmap).save(os.path.join(directory, heatmap_filename(prediction.source, label)))
+def label_names_argument(text: str) -> list[str]:
+    """The names of `--labels`: distinct and non-empty."""
+    names = [name.strip() for name in text.split(",")]
+    if not all(names) or len(set(names)) != len(names):
+        raise ValueError(f"--labels must be distinct, non-empty, comma-separated names, got {text!r}.")
+    return names
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        model, processor = load_checkpoint(args.model, args.device)
-    except (ValueError, OSError) as error:
-        print(f"hsvlt-predict: error: {error}", file=sys.stderr)
-        return 2
-    sources, failures = expand_image_arguments(args.images)
-    loaded, read_failures = _read_images(sources)
-    failures += read_failures
-    predictions = []
-    for start in range(0, len(loaded), args.batch_size):
-        batch = loaded[start : start + args.batch_size]
-        batch_predictions = predict(
-            model, processor, [image for _, image in batch], [source for source, _ in batch],
-            args.threshold, args.top_k, with_heatmaps=bool(args.heatmaps), heatmap_stage=args.heatmap_stage,
-        )
-        if args.heatmaps:
-            _write_heatmaps(args.heatmaps, batch_predictions, [image for _, image in batch])
-        predictions += batch_predictions
-    if args.json:
-        print(json.dumps([{"image": p.source, "predictions": p.labels} for p in predictions], indent=2))
-    else:
-        _print_table(predictions, args.threshold)
-    for failure in failures:
-        print(f"hsvlt-predict: {failure}", file=sys.stderr)
-    return 1 if failures else 0
+    def command() -> int:
+        args, extra = build_parser().parse_args_into_dataclasses(argv)
+        resolve_device(args.device)
+        check_against_checkpoint(extra.model, args)
+        model, processor = load_checkpoint(extra.model, args.device)
+        if args.labels is not None:
+            model.set_class_names(label_names_argument(args.labels), model.class_name_tokenizer)
+        sources, failures = expand_image_arguments(extra.images)
+        stems = dict(zip(sources, unique_stems(sources)))
+        printer = PredictionPrinter(args.json, args.threshold)
+        for start in range(0, len(sources), args.batch_size):
+            loaded = []
+            for source in sources[start : start + args.batch_size]:
+                try:
+                    limits = dict(
+                        download_seconds=args.download_seconds, max_download_bytes=int(args.max_download_mb * 2**20)
+                    )
+                    loaded.append((source, load_image(source, **limits)))
+                except ImageLoadError as error:
+                    failures.append(str(error))
+            if not loaded:
+                continue
+            predictions = predict(
+                model,
+                processor,
+                [image for _, image in loaded],
+                [source for source, _ in loaded],
+                args.threshold,
+                args.top_k,
+                heatmap_method=args.heatmap_method if args.heatmaps else None,
+                heatmap_stage=args.heatmap_stage,
+            )
+            printer.print(predictions)
+            if args.heatmaps:
+                failures += write_heatmaps(args.heatmaps, predictions, [image for _, image in loaded], stems)
+        printer.close()
+        for failure in failures:
+            print(f"{PROG}: {failure}", file=sys.stderr)
+        return EXIT_PARTIAL_FAILURE if failures else EXIT_SUCCESS
+
+    return run_command(PROG, command)
+
+
+class PredictionPrinter:
+    """Prints predictions as they come: a table, or one JSON array written element by element."""
+
+    def __init__(self, as_json: bool, threshold: float):
+        self.as_json = as_json
+        self.threshold = threshold
+        self.count = 0
+
+    def print(self, predictions) -> None:
+        for prediction in predictions:
+            if self.as_json:
+                entry = json.dumps({"image": prediction.source, "predictions": prediction.labels}, indent=2)
+                print(("[\n" if self.count == 0 else ",\n") + entry, end="", flush=True)
+            else:
+                print(prediction.source)
+                if not prediction.labels:
+                    print(f"  (no label scores {self.threshold} or more)")
+                for label in prediction.labels:
+                    print(f"  {label['label']:<24} {label['score']:.4f}")
+            self.count += 1
+
+    def close(self) -> None:
+        if self.as_json:
+            print("[]" if self.count == 0 else "\n]")
+
+
+def write_heatmaps(directory: str, predictions, images, stems: dict[str, str]) -> list[str]:
+    """Write each image's prediction figure and raw maps (`.npy`) under its unique stem; returns one failure message
+    per image whose heatmaps could not be written (its prediction is printed already)."""
+    failures = []
+    for prediction, image in zip(predictions, images):
+        try:
+            os.makedirs(directory, exist_ok=True)
+            stem = stems[prediction.source]
+            save_prediction_figure(image, prediction, os.path.join(directory, f"{stem}.png"))
+            save_raw_maps(prediction, directory, stem)
+        except OSError as error:
+            failures.append(f"{prediction.source}: heatmaps not written ({error})")
+    return failures
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from datasets import DatasetDict
 
 from .records import ClassIndex, ImageRecord, PathLike, records_to_dataset, resolve_path
 
+
 try:  # optional accelerator: instances_train2014.json is ~330 MB
     import orjson
 except ImportError:  # pragma: no cover - depends on the environment

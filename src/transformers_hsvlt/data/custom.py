@@ -30,6 +30,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Image, Value, load_datase
 from .features import IGNORE_COLUMN, IMAGE_COLUMN, LABELS_COLUMN, multilabel_features
 from .records import ClassIndex, ImageRecord, PathLike, read_class_names, records_to_dataset, resolve_path
 
+
 #: Image-path columns looked for, in this order, when ``image_column`` is not given.
 DEFAULT_IMAGE_COLUMNS = ("image", "file_name")
 #: Metadata file names of an image folder, as in ``datasets``' imagefolder.
@@ -85,7 +86,7 @@ def load_custom(
         for split, path in _find_data_files(data).items()
     }
     observed = (name for split_rows in rows.values() for row in split_rows for name in row.labels + row.ignore)
-    classes = _resolve_classes(class_names, observed, inferred_from="the label columns")
+    classes = resolve_classes(class_names, observed, inferred_from="the label columns")
     with_ignore = ignore_column is not None
     return DatasetDict(
         {
@@ -136,7 +137,7 @@ def load_hub(
     for column in [image_column, *columns]:
         if column not in first.column_names:
             raise ValueError(f"{name}: expected a column {column!r}, got columns {first.column_names}")
-    decoders = {column: _label_decoder(first.features[column], label_format, label_separator) for column in columns}
+    decoders = {column: label_decoder(first.features[column], label_format, label_separator) for column in columns}
     values = {(split, column): list(dataset[column]) for split, dataset in splits.items() for column in columns}
     classes = _hub_classes(name, class_names, first.features[label_column], decoders, values)
     features = multilabel_features(classes.names, with_ignore=ignore_column is not None)
@@ -213,7 +214,7 @@ def _read_records(path: str) -> Iterator[tuple[str, dict]]:
     extension = os.path.splitext(path)[1].lower()
     if extension not in (".csv", ".jsonl"):
         raise ValueError(f"{path}: expected a .csv or .jsonl file, got a {extension or 'extension-less'} file")
-    with open(path, encoding="utf-8", newline="") as handle:
+    with open(path, encoding="utf-8-sig", newline="") as handle:
         if extension == ".csv":
             reader = csv.DictReader(handle)
             for row in reader:
@@ -223,6 +224,9 @@ def _read_records(path: str) -> Iterator[tuple[str, dict]]:
                         f"{origin}: expected {len(reader.fieldnames)} fields ({reader.fieldnames}), got more; "
                         "quote label fields that contain the CSV delimiter or pick another label_separator"
                     )
+                if None in row.values():
+                    missing = [name for name, value in row.items() if value is None]
+                    raise ValueError(f"{origin}: expected {len(reader.fieldnames)} fields, got no value for {missing}")
                 yield origin, row
         else:
             for line_number, line in enumerate(handle, start=1):
@@ -236,7 +240,7 @@ def _json_object(line: str, origin: str) -> dict:
     except json.JSONDecodeError as error:
         raise ValueError(f"{origin}: malformed JSON ({error})") from None
     if not isinstance(record, dict):
-        raise TypeError(f"{origin}: expected a JSON object, got {type(record).__name__}")
+        raise ValueError(f"{origin}: expected a JSON object, got {type(record).__name__}")
     return record
 
 
@@ -270,7 +274,7 @@ def _encode_row(row: _Row, classes: ClassIndex) -> ImageRecord:
     )
 
 
-def _resolve_classes(class_names: ClassNames, observed: Iterable[str], inferred_from: str) -> ClassIndex:
+def resolve_classes(class_names: ClassNames, observed: Iterable[str], inferred_from: str) -> ClassIndex:
     """The given class names (a list or a label file), else the sorted observed names."""
     if class_names is None:
         return ClassIndex(sorted(set(observed)), source=f"the sorted labels found in {inferred_from}")
@@ -329,9 +333,9 @@ class _LabelDecoder:
         return [index for index, v in enumerate(values) if v == 1]
 
 
-def _label_decoder(feature: Any, label_format: str | None, separator: str) -> _LabelDecoder:
+def label_decoder(feature: Any, label_format: str | None, separator: str) -> _LabelDecoder:
     """Build the decoder of a label column from its feature type (or the explicit ``label_format``)."""
-    inner = _element_feature(feature)
+    inner = element_feature(feature)
     dtype = inner.dtype if isinstance(inner, Value) else ""
     if isinstance(inner, ClassLabel) or dtype in ("string", "large_string"):
         detected = "names"
@@ -350,7 +354,7 @@ def _label_decoder(feature: Any, label_format: str | None, separator: str) -> _L
     return _LabelDecoder(label_format, separator, class_label)
 
 
-def _element_feature(feature: Any) -> Any:
+def element_feature(feature: Any) -> Any:
     """The feature of the elements of a list feature (``List``, ``LargeList``, ``Sequence``), else ``feature``."""
     return getattr(feature, "feature", feature)
 
@@ -364,9 +368,9 @@ def _hub_classes(
 ) -> ClassIndex:
     """The class names of a converted hub dataset: given, else the label ``ClassLabel`` names, else inferred."""
     if class_names is not None:
-        return _resolve_classes(class_names, (), inferred_from=name)
-    if isinstance(_element_feature(label_feature), ClassLabel):
-        return ClassIndex(_element_feature(label_feature).names, source=f"the ClassLabel names of {name}")
+        return resolve_classes(class_names, (), inferred_from=name)
+    if isinstance(element_feature(label_feature), ClassLabel):
+        return ClassIndex(element_feature(label_feature).names, source=f"the ClassLabel names of {name}")
     if any(decoder.label_format != "names" for decoder in decoders.values()):
         raise ValueError(f"{name}: the label columns hold class indices or multi-hot vectors; pass class_names")
     observed = (
@@ -375,4 +379,4 @@ def _hub_classes(
         for row, value in enumerate(column_values)
         for label in decoders[column].names(value, f"{name} [{split}] row {row} column {column!r}")
     )
-    return _resolve_classes(None, observed, inferred_from=name)
+    return resolve_classes(None, observed, inferred_from=name)

@@ -25,6 +25,7 @@ from sklearn.datasets import load_digits
 
 from .features import multilabel_features
 
+
 DIGIT_CLASS_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 #: Grey level range of the background and ink channel range of the digits (uint8).

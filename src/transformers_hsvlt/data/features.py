@@ -19,6 +19,7 @@ import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
 from datasets import Sequence as SequenceFeature
 
+
 IMAGE_COLUMN = "image"
 LABELS_COLUMN = "labels"
 IGNORE_COLUMN = "ignore"

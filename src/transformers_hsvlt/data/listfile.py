@@ -16,7 +16,8 @@ from dataclasses import replace
 import numpy as np
 from datasets import DatasetDict
 
-from .records import ClassIndex, ImageRecord, PathLike, iter_lines, read_class_names, records_to_dataset, resolve_path
+from .label_files import iter_lines
+from .records import ClassIndex, ImageRecord, PathLike, read_class_names, records_to_dataset, resolve_path
 
 
 def load_list_files(
@@ -57,12 +58,17 @@ def load_list_files(
 
 
 def _read_list_file(list_file: str, image_root: str, classes: ClassIndex) -> list[ImageRecord]:
-    records = []
+    records, first_seen = [], {}
     for line_number, line in iter_lines(list_file):
         origin = f"{list_file}:{line_number}"
         path, tab, label_part = line.partition("\t")
         if not tab or not path.strip():
             raise ValueError(f"{origin}: expected 'path<TAB>label1,label2,...', got {line!r}")
+        if path.strip() in first_seen:
+            raise ValueError(
+                f"{list_file}: image {path.strip()!r} is listed twice, on lines {first_seen[path.strip()]} and {line_number}"
+            )
+        first_seen[path.strip()] = line_number
         names = [name.strip() for name in label_part.split(",") if name.strip()]
         records.append(
             ImageRecord(

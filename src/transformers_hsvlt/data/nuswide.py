@@ -26,6 +26,7 @@ from datasets import DatasetDict
 
 from .records import ClassIndex, ImageRecord, PathLike, read_class_names, records_to_dataset, resolve_path
 
+
 #: Split name -> the word used in the release's file names.
 NUSWIDE_SPLITS = {"train": "Train", "test": "Test"}
 

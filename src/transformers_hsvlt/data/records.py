@@ -10,13 +10,15 @@ nothing opens an image file while building.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 from datasets import Dataset, DatasetInfo
 
 from .features import IGNORE_COLUMN, IMAGE_COLUMN, LABELS_COLUMN, multilabel_features
+from .label_files import read_label_names
+
 
 PathLike = str | os.PathLike
 
@@ -78,17 +80,8 @@ class ClassIndex:
 
 
 def read_class_names(path: PathLike) -> ClassIndex:
-    """Read a label file (one class name per line, blank lines skipped) into a :class:`ClassIndex`."""
-    return ClassIndex((line.strip() for _, line in iter_lines(path)), source=os.fspath(path))
-
-
-def iter_lines(path: PathLike) -> Iterator[tuple[int, str]]:
-    """Yield ``(line_number, line)`` for the non-blank lines of a UTF-8 text file, line endings removed."""
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            line = line.rstrip("\r\n")
-            if line.strip():
-                yield line_number, line
+    """Read a label file (see :func:`~transformers_hsvlt.data.label_files.read_label_names`) into a :class:`ClassIndex`."""
+    return ClassIndex(read_label_names(path), source=os.fspath(path))
 
 
 def resolve_path(path: str, root: PathLike) -> str:

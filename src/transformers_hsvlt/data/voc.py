@@ -7,7 +7,9 @@ from xml.etree import ElementTree
 
 from datasets import DatasetDict
 
-from .records import ClassIndex, ImageRecord, PathLike, iter_lines, records_to_dataset
+from .label_files import iter_lines
+from .records import ClassIndex, ImageRecord, PathLike, records_to_dataset
+
 
 #: The 20 VOC classes in the standard (alphabetical) order.
 VOC2007_CLASSES = (

@@ -1,0 +1,225 @@
+"""Checkpoint directories of every family architecture: loading them honestly and writing them completely.
+
+`load_checkpoint` finds the architecture from `config.json`'s `model_type` (see `registry`), reads the weights from
+safetensors only and refuses a checkpoint whose tensors do not fit its config (missing, unexpected or mis-shaped
+tensors, NaN weights) instead of leaving parts randomly initialised. `write_checkpoint` writes weights, config,
+remote code, image processor and model card into a temporary directory beside the target and only then moves them
+into place, so that a failure (e.g. a full disk) leaves the previous checkpoint intact.
+"""
+
+import inspect
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer, PreTrainedConfig, PreTrainedModel
+
+from .hub import prepare_for_push
+from .image_processing_hsvlt import HSVLTImageProcessor
+from .registry import Architecture, get_architecture
+from .weights import check_pretrained_name, check_state_dict, read_safetensors
+
+
+PICKLE_WEIGHT_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """`device` as a `torch.device` that exists on this machine (default: cuda if available, else cpu)."""
+    if device is None:
+        return default_device()
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"--device {device}: not a device name (use cpu, cuda or cuda:N).") from error
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: this PyTorch build or machine has no CUDA device; use --device cpu.")
+    if resolved.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {device}: unsupported device type {resolved.type!r}; use cpu or cuda.")
+    return resolved
+
+
+def checkpoint_architecture(name_or_path: str) -> Architecture:
+    """The registered architecture of a checkpoint (directory or Hub id), from its `config.json`."""
+    check_pretrained_name(name_or_path, "The checkpoint")
+    try:
+        config_dict, _ = PreTrainedConfig.get_config_dict(name_or_path)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{name_or_path}/config.json is not valid JSON: {error}") from error
+    if not config_dict:
+        raise ValueError(f"{name_or_path} has no config.json: it is not a model checkpoint directory.")
+    model_type = config_dict.get("model_type")
+    try:
+        return get_architecture(model_type)
+    except ValueError as error:
+        raise ValueError(f"{name_or_path} is a checkpoint of model_type {model_type!r}: {error}") from error
+
+
+def _refuse_pickle_only_directory(path: str) -> None:
+    """Say why a local checkpoint with pickled weights but no safetensors is not loaded."""
+    if not os.path.isdir(path) or any(name.endswith(".safetensors") for name in os.listdir(path)):
+        return
+    pickles = [name for name in PICKLE_WEIGHT_FILES if os.path.isfile(os.path.join(path, name))]
+    if pickles:
+        raise ValueError(
+            f"{path} holds its weights only as {pickles[0]}, a pickle, and no model.safetensors: weights are loaded "
+            "from safetensors only, because unpickling a file can run arbitrary code. If you trust the file, convert "
+            "it once with <ModelClass>.from_pretrained(path, use_safetensors=False).save_pretrained(path)."
+        )
+
+
+def _check_saved_tensors(name_or_path: str, model: PreTrainedModel) -> None:
+    """Refuse a local checkpoint whose `model.safetensors` lacks tensors of the model, has others, or has NaN."""
+    weights_file = Path(name_or_path, "model.safetensors")
+    if not weights_file.is_file():
+        return
+    expected = {name: tensor.shape for name, tensor in model.state_dict().items()}
+    check_state_dict(
+        expected, read_safetensors(weights_file), f"{weights_file} does not fit {Path(name_or_path, 'config.json')}"
+    )
+
+
+def load_model(name_or_path: str, architecture: Architecture | None = None) -> PreTrainedModel:
+    """The classifier of a family checkpoint, from safetensors only, with every tensor checked (see module doc)."""
+    architecture = architecture or checkpoint_architecture(name_or_path)
+    _refuse_pickle_only_directory(name_or_path)
+    if os.path.isdir(name_or_path):
+        config = architecture.config_class.from_pretrained(name_or_path)
+        _check_saved_tensors(name_or_path, architecture.model_class(config))
+    try:
+        model, info = architecture.model_class.from_pretrained(
+            name_or_path, use_safetensors=True, output_loading_info=True
+        )
+    except RuntimeError as error:
+        raise ValueError(f"{name_or_path}: the weights do not fit config.json: {error}") from error
+    problems = {key: value for key, value in info.items() if value and key != "error_msgs"}
+    if problems:
+        raise ValueError(f"{name_or_path}: the weights do not fit config.json: {problems}.")
+    if is_open_vocabulary(architecture):
+        model.class_name_tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    return model
+
+
+def is_open_vocabulary(architecture: Architecture) -> bool:
+    """Whether the architecture reads class names through its own text tower, so any names can be scored."""
+    return "names" in architecture.label_inputs
+
+
+def image_processor_for(architecture: Architecture, config: PreTrainedConfig) -> HSVLTImageProcessor:
+    """The architecture's default image processor at the config's `image_size`."""
+    size = config.image_size
+    return HSVLTImageProcessor(**{**architecture.image_processor_defaults, "size": {"height": size, "width": size}})
+
+
+def convert_checkpoint(
+    architecture_name: str, checkpoint: str, output_dir: str | os.PathLike, **options
+) -> PreTrainedModel:
+    """Convert an authors' checkpoint with the architecture's converter (`options` are its keyword arguments, e.g.
+    `labels`, `label_embeddings`, `cooccurrence`) and write it as a complete remote-code checkpoint."""
+    architecture = get_architecture(architecture_name)
+    if architecture.convert is None:
+        raise ValueError(f"--architecture {architecture_name}: no converter of the authors' checkpoints is registered.")
+    try:
+        inspect.signature(architecture.convert).bind(checkpoint, **options)
+    except TypeError as error:
+        accepted = list(inspect.signature(architecture.convert).parameters)[1:]
+        raise ValueError(
+            f"the {architecture_name} converter takes the options {accepted}, got {sorted(options)}: {error}"
+        ) from error
+    model = architecture.convert(checkpoint, **options).eval()
+    write_checkpoint(
+        model,
+        image_processor_for(architecture, model.config),
+        output_dir,
+        provenance=f"Converted with `hsvlt-convert` from the authors' checkpoint `{Path(checkpoint).name}`.",
+    )
+    return model
+
+
+def load_checkpoint(
+    name_or_path: str, device: torch.device | str | None = None
+) -> tuple[PreTrainedModel, HSVLTImageProcessor]:
+    """
+    Load a family checkpoint (a directory or Hub id) and its image processor, in eval mode on `device`.
+
+    The model classes are this package's (no remote code runs). A checkpoint of an unregistered architecture is
+    refused with its `model_type`; a checkpoint without `preprocessor_config.json` gets its architecture's default
+    preprocessing at the model's `image_size`; a corrupt `preprocessor_config.json` is an error.
+    """
+    device = resolve_device(device)
+    architecture = checkpoint_architecture(name_or_path)
+    model = load_model(name_or_path, architecture).to(device).eval()
+    if os.path.isdir(name_or_path) and not os.path.isfile(os.path.join(name_or_path, "preprocessor_config.json")):
+        return model, image_processor_for(architecture, model.config)
+    try:
+        processor = HSVLTImageProcessor.from_pretrained(name_or_path)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{name_or_path}/preprocessor_config.json is not valid JSON: {error}") from error
+    except OSError as error:
+        if os.path.isdir(name_or_path):  # the file is there (checked above): transformers found it unreadable
+            raise ValueError(f"{name_or_path}/preprocessor_config.json cannot be read: {error}") from error
+        processor = image_processor_for(architecture, model.config)
+    return model, processor
+
+
+def check_output_directory(output_dir: str | os.PathLike, overwrite: bool, flag: str = "--output_dir") -> None:
+    """Refuse, before any work, an output directory that is a file, cannot be written, or already holds files
+    (unless `overwrite`: `write_checkpoint` then replaces its content)."""
+    path = Path(output_dir)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {output_dir} is a file, not a directory.")
+    existing = path if path.is_dir() else next((p for p in path.parents if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise ValueError(f"{flag} {output_dir}: {existing} is a file, not a directory.")
+    if not os.access(existing, os.W_OK):
+        raise ValueError(f"{flag} {output_dir}: permission denied.")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        names = sorted(entry.name for entry in path.iterdir())
+        raise ValueError(
+            f"{flag} {output_dir} is not empty (it holds {', '.join(names[:4])}{', ...' if len(names) > 4 else ''}): "
+            "pass --overwrite_output_dir to replace it, or choose another directory."
+        )
+
+
+def write_checkpoint(
+    model: PreTrainedModel,
+    image_processor: HSVLTImageProcessor,
+    output_dir: str | os.PathLike,
+    keep: tuple[str, ...] = (),
+    write_extras: Callable[[Path], None] | None = None,
+    **card_kwargs,
+) -> Path:
+    """
+    Write a complete remote-code checkpoint (weights, config, remote code, image processor, model card) to
+    `output_dir` atomically: everything is written to a temporary directory in the same filesystem first, then moved
+    into place; entries of `output_dir` that the new checkpoint does not write are removed, except the names in
+    `keep` (e.g. Trainer's `checkpoint-*` directories, matched by prefix). `write_extras(directory)` adds files of
+    the caller's (results, examples, plots) to the staged checkpoint. On failure `output_dir` is untouched.
+    """
+    output_dir = Path(output_dir)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.writing-", dir=output_dir.parent))
+    try:
+        prepare_for_push(model, image_processor, staging, **card_kwargs)
+        if write_extras is not None:
+            write_extras(staging)
+        output_dir.mkdir(exist_ok=True)
+        written = {entry.name for entry in staging.iterdir()}
+        for entry in output_dir.iterdir():
+            if entry.name not in written and not entry.name.startswith(keep or ("\0",)):
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        for entry in staging.iterdir():
+            target = output_dir / entry.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(entry, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return output_dir

@@ -1,0 +1,67 @@
+"""What the five commands share: one parser style, one error format and one exit-code rule.
+
+- Parsing: `transformers.HfArgumentParser` over dataclasses for every command; flags are spelled as the fields
+  (`--output_dir`, `--top_k`), and the kebab-case spelling (`--top-k`) is accepted too.
+- Exit codes: 0 success; 1 some inputs failed while the rest succeeded (e.g. one unreadable image among many);
+  2 usage errors and bad input. Errors are one line on stderr (`hsvlt-eval: error: ...`), never a traceback.
+- Output: one progress bar per phase and no library noise on success; `--quiet` drops the progress bars.
+"""
+
+import logging
+import sys
+import warnings
+from collections.abc import Callable
+
+import datasets
+import transformers
+from huggingface_hub.errors import StrictDataclassError
+from huggingface_hub.utils import disable_progress_bars
+from tqdm.auto import tqdm
+
+
+EXIT_SUCCESS = 0
+EXIT_PARTIAL_FAILURE = 1
+EXIT_BAD_INPUT = 2
+
+HANDLED_ERRORS = (ValueError, OSError, StrictDataclassError, ImportError)
+"""Errors that bad input raises in our code (a `FileNotFoundError` or an `ImageLoadError` among them), the type
+errors of `@strict` configs (a config field of the wrong type in `config.json` or `--config_overrides`), and the
+missing optional dependency of a feature (its message says what to install)."""
+
+
+def one_line(error: BaseException | str) -> str:
+    """The message of an error on one line. Errors re-raised from a data-loader worker carry the worker's traceback:
+    their last line is the error."""
+    message = str(error).strip()
+    if "Original Traceback" in message:
+        message = message.splitlines()[-1].split(": ", 1)[-1]
+    return " ".join(message.split()) or type(error).__name__
+
+
+def fail(prog: str, error: BaseException | str) -> int:
+    """Print `prog: error: <one line>` on stderr (on a line of its own, above a progress bar that was running) and
+    return the bad-input exit code."""
+    tqdm.write(f"{prog}: error: {one_line(error)}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def quiet_libraries() -> None:
+    """Silence the libraries' informational logs, warnings and the progress bars of saving and dataset building:
+    on a successful run the commands print only their own progress bars and results."""
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    datasets.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    disable_progress_bars()
+    logging.getLogger("torch").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def run_command(prog: str, command: Callable[[], int]) -> int:
+    """Run a command body with the libraries quiet; bad input anywhere becomes a one-line error with exit code 2."""
+    quiet_libraries()
+    try:
+        return command()
+    except HANDLED_ERRORS as error:
+        return fail(prog, error)

@@ -1,0 +1,1 @@
+../patchct/clip_towers.py

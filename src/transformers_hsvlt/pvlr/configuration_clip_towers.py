@@ -1,0 +1,1 @@
+../patchct/configuration_clip_towers.py

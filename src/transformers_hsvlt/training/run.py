@@ -1,0 +1,252 @@
+"""One training run, end to end: data, model, `FamilyTrainer`, the final evaluation (the same loop as `hsvlt-eval`)
+and a complete checkpoint written atomically into `output_dir`."""
+
+import importlib.util
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import EarlyStoppingCallback, PreTrainedModel, TrainingArguments, set_seed
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, IntervalStrategy
+
+from .. import data as family_data
+from ..checkpoints import check_output_directory, image_processor_for, is_open_vocabulary, write_checkpoint
+from ..data.decoding import decode_images_naming_the_file
+from ..data.label_subsets import restrict_to_labels
+from ..evaluation import (
+    EvaluationResult,
+    compute_metrics_fn,
+    evaluate_all_classes,
+    format_metric_table,
+    per_class_by_name,
+    write_results,
+)
+from ..hub import TRAINING_ARGUMENTS_IN_CARD, push_checkpoint_to_hub
+from ..registry import get_architecture
+from ..visualization.plots import save_evaluation_plots
+from .arguments import ModelArguments, OutputArguments
+from .model_building import build_model, config_values_for
+from .progress import use_training_progress
+from .resume import (
+    RUN_RECORD_NAME,
+    check_same_run,
+    check_steps_left,
+    list_checkpoints,
+    resolve_resume_checkpoint,
+    run_record,
+    write_run_record,
+)
+from .trainer import FamilyTrainer, check_distributed_launch
+
+
+TRAINING_OUTPUTS = (PREFIX_CHECKPOINT_DIR, RUN_RECORD_NAME)
+
+PLOTS_DIRECTORY = "plots"
+CARD_FIGURES = (f"{PLOTS_DIRECTORY}/per_class_ap.png", f"{PLOTS_DIRECTORY}/training_curves.png")
+"""The plots the model card embeds: per-class AP and the training curves."""
+"""Entries of an output directory that belong to the run itself and survive the final checkpoint write."""
+
+
+def prepare_output_dir(
+    training_args: TrainingArguments, record: dict, resume_checkpoint: str | None, overwrite: bool
+) -> None:
+    """Refuse an output directory that would lose work (see `check_output_directory`); a resumed run must be the
+    one recorded in it. Overwriting removes the previous run's `checkpoint-*` directories at once (they would mix
+    with the new run's), and its final checkpoint when the new one is written."""
+    if resume_checkpoint is not None:
+        check_same_run(training_args.output_dir, record)
+        check_steps_left(resume_checkpoint, training_args)
+        return
+    check_output_directory(training_args.output_dir, overwrite)
+    for checkpoint in list_checkpoints(training_args.output_dir):
+        shutil.rmtree(checkpoint)
+
+
+def train(
+    model_args: ModelArguments,
+    data_args: family_data.DataArguments,
+    output_args: OutputArguments,
+    training_args: TrainingArguments,
+) -> dict:
+    """Train, evaluate the best model on the evaluation split, print the metric table and save a complete
+    remote-code checkpoint (model, image processor, label names, metrics, model card) in `output_dir`."""
+    check_distributed_launch(training_args)
+    architecture = get_architecture(model_args.model)
+    preset = architecture.presets[model_args.preset]
+    record = run_record(model_args, data_args, training_args)
+    resume_checkpoint = resolve_resume_checkpoint(training_args)
+    if not (model_args.model_name_or_path or model_args.backbone):  # bad config values before any work
+        architecture.config_class(**config_values_for(architecture, model_args))
+    prepare_output_dir(training_args, record, resume_checkpoint, output_args.overwrite_output_dir)
+    splits = family_data.load_training_data(data_args, seed=training_args.seed)
+    class_names = family_data.get_class_names(splits["train"])
+    eval_during_training = evaluation_split_for_training(architecture, splits["eval"], class_names, data_args)
+    set_seed(training_args.seed)  # `Trainer` seeds when it is created, after the model's random initialisation
+    model = build_model(architecture, model_args, class_names, splits["train"], seed=training_args.seed)
+    image_processor = image_processor_for(architecture, model.config)
+    augmentation = recipe_augmentation(architecture, image_processor, data_args)
+    # Early stopping watches the evaluations: without any (`--eval_strategy no`) there is nothing to stop on, and
+    # `EarlyStoppingCallback` would fail an assertion when training starts.
+    evaluates = training_args.eval_strategy != IntervalStrategy.NO
+    early_stopping = model_args.early_stopping_patience > 0 and evaluates
+    callbacks = [EarlyStoppingCallback(model_args.early_stopping_patience)] if early_stopping else []
+    if model_args.lr_schedule not in ("warmup_plateau", "multistep"):
+        training_args.lr_scheduler_type = model_args.lr_schedule
+    if training_args.activation_checkpointing and training_args.ddp_find_unused_parameters is None:
+        # The label gate of the last block gets no gradient (its output is not used by the logits), so DDP must look
+        # for unused parameters; `Trainer` turns that off with activation checkpointing, and DDP then fails.
+        training_args.ddp_find_unused_parameters = True
+    trainer = FamilyTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=decode_images_naming_the_file(splits["train"]),
+        eval_dataset=decode_images_naming_the_file(eval_during_training),
+        data_collator=family_data.MultiLabelCollator(image_processor, len(class_names)),
+        processing_class=image_processor,
+        compute_metrics=compute_metrics_fn(),
+        callbacks=callbacks,
+        train_augmentation=augmentation,
+        lr_schedule=model_args.lr_schedule,
+        warmup_epochs=model_args.warmup_epochs,
+        plateau_factor=model_args.plateau_factor,
+        plateau_patience=model_args.plateau_patience,
+        lr_milestones=preset.lr_milestones,
+        lr_gamma=preset.lr_gamma,
+        # the multipliers slow down pretrained parts; from scratch every part learns at the full rate
+        lr_multipliers=architecture.lr_multipliers if model_args.backbone or model_args.model_name_or_path else {},
+    )
+    use_training_progress(trainer, quiet=output_args.quiet)
+    if trainer.is_world_process_zero():
+        write_run_record(training_args.output_dir, record)
+    trainer.train(resume_from_checkpoint=resume_checkpoint)
+    if not trainer.is_world_process_zero():
+        return {}
+    final = final_evaluation(trainer.model, image_processor, splits["eval"], training_args, output_args)
+    final.log_history = trainer.state.log_history
+    save_training_checkpoint(trainer.model, image_processor, final, model_args, data_args, training_args, splits)
+    print(format_metric_table(final.result.metrics, final.result.class_names))
+    if "mAP_unseen" in final.extras:
+        print(
+            f"\nseen labels ({len(class_names)}): mAP {final.extras['mAP_seen']:.2f}; labels unseen in training "
+            f"({len(final.result.class_names) - len(class_names)}): mAP {final.extras['mAP_unseen']:.2f}"
+        )
+    print(f"\nchance-level mAP of this split: {final.extras['chance_mAP']:.2f}")
+    print(f"checkpoint saved to {training_args.output_dir}")
+    return {**final.result.metrics, **final.extras}
+
+
+def evaluation_split_for_training(architecture, eval_split, class_names: list[str], data_args):
+    """The evaluation split of the per-epoch evaluations: the whole split, or with `--train_labels` (open-vocabulary
+    models only) the split restricted to the trained labels; the final evaluation scores every label."""
+    eval_names = family_data.get_class_names(eval_split)
+    if eval_names == class_names:
+        return eval_split
+    if not data_args.train_labels:
+        raise ValueError("The training and evaluation splits have different class names or class orders.")
+    if not is_open_vocabulary(architecture):
+        raise ValueError(
+            f"--train_labels: {architecture.name} has one trained output per label and cannot score labels unseen in "
+            "training; use an open-vocabulary model (--model patchct or pvlr)."
+        )
+    return restrict_to_labels(eval_split, class_names)
+
+
+@dataclass
+class FinalEvaluation:
+    """Training's final evaluation: the result of the evaluation loop, the extra numbers (chance level, seen and
+    unseen mAP) and the trainer's log history (for the training curves)."""
+
+    result: EvaluationResult
+    extras: dict
+    log_history: list = field(default_factory=list)
+
+
+def final_evaluation(model, image_processor, eval_split, training_args, output_args) -> FinalEvaluation:
+    """Evaluate the trained model on the whole evaluation split with the same loop as `hsvlt-eval`; an
+    open-vocabulary model trained on some of the labels scores all of them, seen and unseen mAP reported apart."""
+    result, seen_and_unseen = evaluate_all_classes(
+        model,
+        image_processor,
+        eval_split,
+        batch_size=training_args.per_device_eval_batch_size,
+        show_progress=not output_args.quiet,
+        num_workers=training_args.dataloader_num_workers,
+    )
+    return FinalEvaluation(result, {"chance_mAP": family_data.chance_level_map(eval_split), **seen_and_unseen})
+
+
+def recipe_augmentation(architecture, image_processor, data_args):
+    """The architecture's batch augmentation, on by default except for the digits (a flip or crop changes or cuts
+    digits while their labels stay)."""
+    augment = data_args.augment if data_args.augment is not None else data_args.dataset != "digits"
+    if not augment or architecture.augmentation is None:
+        return None
+    normalized = image_processor.do_normalize
+    return architecture.augmentation(
+        image_size=image_processor.size["height"],
+        mean=tuple(image_processor.image_mean) if normalized else None,
+        std=tuple(image_processor.image_std) if normalized else None,
+    )
+
+
+def save_training_checkpoint(
+    model: PreTrainedModel, image_processor, final: FinalEvaluation, model_args, data_args, training_args, splits
+) -> None:
+    """Write the final checkpoint with `eval_results.json`, the evaluation plots and training curves (`plots/`,
+    embedded in the card; with matplotlib), example images for digits, and its card; push it if asked."""
+    result = final.result
+    overall, per_class_ap = per_class_by_name(result.metrics, result.class_names)
+    draws_plots = importlib.util.find_spec("matplotlib") is not None
+    if not draws_plots:
+        print(f"{PLOTS_DIRECTORY}/ not written: pip install -e '.[demo]' (matplotlib) for evaluation plots.")
+
+    def write_extras(directory: Path) -> None:
+        write_results(directory / "eval_results.json", result, **final.extras)
+        if data_args.dataset == "digits":
+            save_examples(directory, splits["eval"])
+        if draws_plots:
+            trainer_state = {"log_history": final.log_history}
+            save_evaluation_plots(
+                directory / PLOTS_DIRECTORY, result.scores, result.targets, result.class_names, trainer_state
+            )
+
+    write_checkpoint(
+        model,
+        image_processor,
+        training_args.output_dir,
+        keep=TRAINING_OUTPUTS,
+        write_extras=write_extras,
+        base_model=model_args.backbone or model_args.model_name_or_path,
+        dataset_name=data_args.dataset if data_args.dataset != "hub" else data_args.data_dir,
+        metrics=overall,
+        per_class_ap=per_class_ap,
+        training_args={**card_training_arguments(training_args), "lr_schedule": model_args.lr_schedule},
+        repo_id=training_args.hub_model_id,
+        figures=CARD_FIGURES if draws_plots else (),
+    )
+    if training_args.push_to_hub:
+        repo_id = training_args.hub_model_id or Path(training_args.output_dir).name
+        push_checkpoint_to_hub(training_args.output_dir, repo_id, token=training_args.hub_token)
+
+
+def card_training_arguments(training_args: TrainingArguments) -> dict:
+    """The recipe's hyper-parameters for the card; the schedule is reported as `lr_schedule`, what really ran."""
+    values = training_args.to_dict()
+    return {name: values[name] for name in TRAINING_ARGUMENTS_IN_CARD if name in values and name != "lr_scheduler_type"}
+
+
+def save_examples(output_dir: str | Path, dataset, count: int = 6) -> list[Path]:
+    """Save the first `count` evaluation images as PNGs in `output_dir/examples/`, named after their true labels, so
+    that `hsvlt-predict` has real held-out images to run on (`examples/03_five-seven.png`)."""
+    directory = Path(output_dir, "examples")
+    directory.mkdir(parents=True, exist_ok=True)
+    names = family_data.get_class_names(dataset)
+    paths = []
+    for index, example in enumerate(dataset.select(range(min(count, len(dataset))))):
+        path = directory / f"{index:02d}_{'-'.join(names[label] for label in example['labels']) or 'none'}.png"
+        example["image"].convert("RGB").save(path)
+        paths.append(path)
+    return paths
+
+
+__all__ = ["prepare_output_dir", "save_examples", "train"]

@@ -1,0 +1,65 @@
+"""`pipeline("image-classification")` and `hsvlt-predict` read images alike and give the same scores."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import pipeline
+
+from transformers_hsvlt import HSVLTConfig, HSVLTForMultiLabelClassification, HSVLTImageProcessor
+from transformers_hsvlt.cli import predict as predict_cli
+from transformers_hsvlt.hub import prepare_for_push
+from transformers_hsvlt.images import load_image
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    config = HSVLTConfig(
+        depths=[1, 1], hidden_sizes=[8, 16], label_embedding_size=4, id2label={0: "a", 1: "b", 2: "c"}, image_size=32
+    )
+    directory = tmp_path_factory.mktemp("checkpoint")
+    prepare_for_push(
+        HSVLTForMultiLabelClassification(config).eval(),
+        HSVLTImageProcessor(size={"height": 32, "width": 32}),
+        directory,
+    )
+    return directory
+
+
+def tricky_images(directory):
+    """A 16-bit grayscale PNG and a half-transparent RGBA PNG: Pillow's plain RGB conversion mishandles both."""
+    rng = np.random.default_rng(0)
+    sixteen_bit = directory / "sixteen.png"
+    Image.fromarray(rng.integers(0, 65535, (40, 48), dtype=np.uint16)).save(sixteen_bit)
+    transparent = directory / "transparent.png"
+    rgba = rng.integers(0, 255, (40, 48, 4), dtype=np.uint8)
+    rgba[..., 3] = 0
+    Image.fromarray(rgba, mode="RGBA").save(transparent)
+    return [sixteen_bit, transparent]
+
+
+def test_pipeline_and_cli_agree_on_16_bit_and_transparent_images(checkpoint, tmp_path, capsys):
+    assert json.loads((checkpoint / "config.json").read_text())["custom_pipelines"]["image-classification"]
+    paths = tricky_images(tmp_path)
+    classifier = pipeline("image-classification", model=str(checkpoint), trust_remote_code=True, top_k=None)
+    assert type(classifier).__name__ == "MultiLabelImageClassificationPipeline"
+    assert predict_cli.main([str(checkpoint), *map(str, paths), "--threshold", "0", "--json"]) == 0
+    from_cli = json.loads(capsys.readouterr().out)
+    for path, entry in zip(paths, from_cli):
+        cli_scores = {label["label"]: label["score"] for label in entry["predictions"]}
+        pipeline_scores = {label["label"]: label["score"] for label in classifier(str(path))}
+        assert pipeline_scores == pytest.approx(cli_scores, abs=1e-6)
+
+
+def test_pipeline_pixels_are_the_toolkits_not_pillows(checkpoint, tmp_path):
+    classifier = pipeline("image-classification", model=str(checkpoint), trust_remote_code=True)
+    processor = HSVLTImageProcessor(size={"height": 32, "width": 32})
+    for path in tricky_images(tmp_path):
+        pipeline_pixels = classifier.preprocess(str(path))["pixel_values"]
+        toolkit_pixels = processor(load_image(path), return_tensors="pt")["pixel_values"]
+        pillow_pixels = processor(Image.open(path).convert("RGB"), return_tensors="pt")["pixel_values"]
+        torch.testing.assert_close(pipeline_pixels, toolkit_pixels, rtol=0, atol=0)
+        assert (pipeline_pixels - pillow_pixels).abs().max() > 0.2  # clipped 16-bit values, black transparency
