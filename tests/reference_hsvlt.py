@@ -1,5 +1,6 @@
-"""Test-only functional reference of HSVLT, written from the equations of `shared/reference/hsvlt.md` over a state
-dict with the authors' key names (`downsample_layers`, `stages.{s}.{b}.attn.*`, `langs`, `text_head2`, ...).
+"""Test-only functional reference of HSVLT, written from the equations in `docs/hsvlt.md` (the paper and the authors'
+`models/hsvlt.py`) over a state dict with the authors' key names (`downsample_layers`, `stages.{s}.{b}.attn.*`,
+`langs`, `text_head2`, ...).
 
 It shares no code with the package: plain torch ops, the authors' Conv1d weights used as Conv1d, heads split by hand.
 """

@@ -26,6 +26,8 @@ REPO_ID = "my-user/hsvlt-s-voc2007"
 REMOTE_CODE_FILES = (
     "configuration_hsvlt.py",
     "modeling_hsvlt.py",
+    "modeling_hsvlt_encoder.py",
+    "modeling_family.py",
     "multilabel_losses.py",
     "image_processing_hsvlt.py",
     "image_conversion_hsvlt.py",

@@ -250,7 +250,13 @@ def test_save_and_load_round_trip(config, tmp_path):
     model.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").exists()
     assert not list(tmp_path.glob("*.bin"))
-    for name in ("configuration_hsvlt.py", "modeling_hsvlt.py", "multilabel_losses.py"):
+    for name in (
+        "configuration_hsvlt.py",
+        "modeling_hsvlt.py",
+        "modeling_hsvlt_encoder.py",
+        "modeling_family.py",
+        "multilabel_losses.py",
+    ):
         assert (tmp_path / name).exists()
     reloaded = HSVLTForMultiLabelClassification.from_pretrained(tmp_path).eval()
     torch.testing.assert_close(reloaded(pixel_values).logits, expected, rtol=0, atol=0)

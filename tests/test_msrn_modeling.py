@@ -14,7 +14,7 @@ from reference_msrn import (  # noqa: F401 (single_thread: an autouse fixture)
 
 from transformers_hsvlt.msrn import MSRNConfig, MSRNForMultiLabelClassification, MSRNModel
 from transformers_hsvlt.msrn.conversion import convert_authors_state_dict
-from transformers_hsvlt.msrn.modeling_msrn import normalized_adjacency
+from transformers_hsvlt.msrn.modeling_msrn_graph import normalized_adjacency
 from transformers_hsvlt.registry import LabelCooccurrence
 
 

@@ -18,7 +18,10 @@ TINY = ["--digits_train_size", "32", "--digits_test_size", "16", "--max_steps", 
 @pytest.fixture(scope="module")
 def patchct_on_six_digits(tmp_path_factory):
     output = tmp_path_factory.mktemp("open") / "patchct"
-    assert train_cli.main(["--model", "patchct", "--train_labels", ",".join(SEEN), *TINY, "--output_dir", str(output)]) == 0
+    assert (
+        train_cli.main(["--model", "patchct", "--train_labels", ",".join(SEEN), *TINY, "--output_dir", str(output)])
+        == 0
+    )
     return output
 
 
@@ -36,7 +39,10 @@ def test_training_on_some_labels_reports_seen_and_unseen_map(patchct_on_six_digi
 
 def test_eval_scores_the_datasets_labels_and_reports_them_apart(patchct_on_six_digits, tmp_path, capsys):
     json_path = tmp_path / "eval.json"
-    assert eval_cli.main([str(patchct_on_six_digits), "--digits_test_size", "16", "--json", str(json_path), "--quiet"]) == 0
+    assert (
+        eval_cli.main([str(patchct_on_six_digits), "--digits_test_size", "16", "--json", str(json_path), "--quiet"])
+        == 0
+    )
     assert "labels unseen in training: mAP" in capsys.readouterr().out
     trained = json.loads((patchct_on_six_digits / "eval_results.json").read_text())
     assert json.loads(json_path.read_text())["mAP_unseen"] == pytest.approx(trained["mAP_unseen"], abs=1e-4)

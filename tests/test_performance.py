@@ -8,7 +8,7 @@ import torch
 from conftest import tiny_config
 
 from transformers_hsvlt import HSVLTForMultiLabelClassification
-from transformers_hsvlt.modeling_hsvlt import HSVLTLayer, HSVLTVisualLinguisticAttention
+from transformers_hsvlt.modeling_hsvlt_encoder import HSVLTLayer, HSVLTVisualLinguisticAttention
 from transformers_hsvlt.multilabel_losses import multilabel_loss
 
 
@@ -257,11 +257,12 @@ def cached_logits(model, pixel_values):
 @pytest.mark.parametrize("num_heads", [1, 2, 4])
 def test_weight_products_match_the_straightforward_form(num_heads):
     torch.manual_seed(0)
-    model = HSVLTForMultiLabelClassification(tiny_config(num_attention_heads=num_heads)).eval()
+    config = tiny_config(num_attention_heads=num_heads, fold_label_attention=True)
+    model = HSVLTForMultiLabelClassification(config).eval()
     pixel_values = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         outputs = model(pixel_values, output_attentions=True)
-    assert any(module.weight_products is not None for module in attention_modules(model))
+    assert all(module.weight_products is not None for module in attention_modules(model))
     expected = straightforward_logits(model, pixel_values)
     torch.testing.assert_close(outputs.logits.double(), expected, rtol=1e-5, atol=1e-5)
     assert expected.std() > 0.01
@@ -270,6 +271,16 @@ def test_weight_products_match_the_straightforward_form(num_heads):
         training_form = model(pixel_values, output_attentions=True)
     for actual, reference in zip(outputs.attentions, training_form.attentions, strict=True):
         torch.testing.assert_close(actual, reference, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("num_heads, used", [(1, True), (4, False)])
+def test_weight_products_only_where_they_save_work(num_heads, used):
+    """With `fold_label_attention=None`, the products are computed only in blocks where the folded form with them
+    costs fewer multiply-adds: always with one head, never for the tiny 4-head model (5 labels, 4-256 tokens)."""
+    torch.manual_seed(0)
+    model = HSVLTForMultiLabelClassification(tiny_config(num_attention_heads=num_heads)).eval()
+    cached_logits(model, torch.rand(1, 3, 64, 64))
+    assert all((module.weight_products is not None) == used for module in attention_modules(model))
 
 
 def test_weight_products_save_label_side_work():

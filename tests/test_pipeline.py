@@ -63,3 +63,23 @@ def test_pipeline_pixels_are_the_toolkits_not_pillows(checkpoint, tmp_path):
         pillow_pixels = processor(Image.open(path).convert("RGB"), return_tensors="pt")["pixel_values"]
         torch.testing.assert_close(pipeline_pixels, toolkit_pixels, rtol=0, atol=0)
         assert (pipeline_pixels - pillow_pixels).abs().max() > 0.2  # clipped 16-bit values, black transparency
+
+
+def test_nan_weights_and_pixels_are_refused_by_the_python_api(checkpoint, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for path in checkpoint.iterdir():
+        (broken / path.name).write_bytes(path.read_bytes())
+    weights = load_file(broken / "model.safetensors")
+    weights["classifier.weight"][0, 0] = float("nan")
+    save_file(weights, broken / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"NaN or infinite values in \['classifier.weight'\]"):
+        pipeline("image-classification", model=str(broken), trust_remote_code=True)
+
+    model = HSVLTForMultiLabelClassification.from_pretrained(checkpoint)
+    pixels = torch.rand(1, 3, 32, 32)
+    pixels[0, 1, 2, 3] = float("inf")
+    with pytest.raises(ValueError, match="`pixel_values` holds NaN or infinite values"):
+        model(pixels)

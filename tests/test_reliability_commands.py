@@ -818,11 +818,6 @@ def test_remote_code_without_trust_fails_at_once(python_api_in_a_subprocess):
     assert python_api_in_a_subprocess["seconds"] < 5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="modeling_hsvlt.py (remote code, not this suite's file) still loads pickled weights when asked for by "
-    "AutoModel: HSVLTPreTrainedModel.from_pretrained should default to use_safetensors=True",
-)
 def test_pickle_only_checkpoints_are_refused_by_auto_model(python_api_in_a_subprocess):
     assert python_api_in_a_subprocess["bin_only"].startswith("refused: ")
     assert "safetensors" in python_api_in_a_subprocess["bin_only"]

@@ -32,9 +32,12 @@ def trained(tmp_path_factory):
     output_dir = tmp_path_factory.mktemp("run") / "hsvlt-digits"
     assert train_cli.main([*TINY_RUN, "--output_dir", str(output_dir), "--num_train_epochs", "1"]) == 0
     first_state = json.loads((output_dir / "checkpoint-3" / "trainer_state.json").read_text())
-    assert train_cli.main(
-        [*TINY_RUN, "--output_dir", str(output_dir), "--num_train_epochs", "2", "--resume_from_checkpoint", "last"]
-    ) == 0
+    assert (
+        train_cli.main(
+            [*TINY_RUN, "--output_dir", str(output_dir), "--num_train_epochs", "2", "--resume_from_checkpoint", "last"]
+        )
+        == 0
+    )
     return output_dir, first_state
 
 
@@ -55,7 +58,18 @@ def test_training_writes_a_complete_checkpoint(trained):
                  "configuration_hsvlt.py", "image_processing_hsvlt.py", "README.md", "eval_results.json"):  # fmt: skip
         assert (output_dir / name).exists(), name
     config = json.loads((output_dir / "config.json").read_text())
-    assert list(config["id2label"].values()) == ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    assert list(config["id2label"].values()) == [
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+    ]
     assert config["auto_map"]["AutoModelForImageClassification"] == "modeling_hsvlt.HSVLTForMultiLabelClassification"
     results = json.loads((output_dir / "eval_results.json").read_text())
     assert set(results["per_class_AP"]) == set(config["id2label"].values())

@@ -36,7 +36,9 @@ class ToyModel(PreTrainedModel):
         feature_map = torch.relu(self.features(pixel_values))
         logits = self.classifier(feature_map.mean(dim=(2, 3)))
         loss = multilabel_loss(logits, labels, self.config) if labels is not None else None
-        return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=(feature_map,) if output_hidden_states else None)
+        return ImageClassifierOutput(
+            loss=loss, logits=logits, hidden_states=(feature_map,) if output_hidden_states else None
+        )
 
 
 def build(config_values, label_side, backbone):
@@ -59,8 +61,8 @@ TOY = Architecture(
     small_preset="tiny",
     build=build,
     label_inputs=(),
-    attention_maps=lambda outputs, config, stage: outputs.hidden_states[0].mean(dim=1, keepdim=True).expand(
-        -1, config.num_labels, -1, -1
+    attention_maps=lambda outputs, config, stage: (
+        outputs.hidden_states[0].mean(dim=1, keepdim=True).expand(-1, config.num_labels, -1, -1)
     ),
     heatmap_stages=lambda config: 1,
     describe=lambda config: [("Width", config.hidden_size)],

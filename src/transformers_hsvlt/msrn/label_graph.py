@@ -5,7 +5,7 @@ MSRN needs, besides the images, one vector per class name (the authors: 300-d Gl
 `data/<set>/<set>_glove_word2vec.pkl`, a `(C, 300)` NumPy array) and the label statistics of the training split
 (`data/<set>/<set>_adj.pkl`, a dict: `nums` `(C,)`, the number of training images holding each label, and `adj`
 `(C, C)`, the number holding both labels, diagonal 0). The model turns the statistics into its adjacency (see
-`modeling_msrn.normalized_adjacency`).
+`modeling_msrn_graph.normalized_adjacency`).
 
 The authors' files are pickles. `read_numpy_pickle` reads them with an unpickler that can only rebuild NumPy arrays,
 dtypes and scalars (inside dicts, lists and tuples): any other global (a function or class a malicious pickle would

@@ -14,9 +14,11 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import CLIPTextModel, CLIPVisionModel, PreTrainedModel
+from transformers import CLIPTextModel, CLIPVisionModel
 from transformers import initialization as init
 from transformers.masking_utils import create_causal_mask
+
+from .modeling_family import FamilyPreTrainedModel, check_finite_pixels
 
 
 # CLIP's text model pools the `argmax` token when its config has the `eos_token_id` of configs saved before
@@ -270,6 +272,7 @@ def check_pixel_values(pixel_values: torch.Tensor | None, config) -> None:
             f"`pixel_values` must have shape (batch_size, {vision_config.num_channels}, height, width), got "
             f"{tuple(pixel_values.shape)}."
         )
+    check_finite_pixels(pixel_values)
     if any(size % vision_config.patch_size or size == 0 for size in pixel_values.shape[-2:]):
         raise ValueError(
             f"`pixel_values` height and width must be positive multiples of the patch size "
@@ -277,7 +280,7 @@ def check_pixel_values(pixel_values: torch.Tensor | None, config) -> None:
         )
 
 
-class CLIPTowersPreTrainedModel(PreTrainedModel):
+class CLIPTowersPreTrainedModel(FamilyPreTrainedModel):
     """The common base of the CLIP-based models: initialisation of the projections and logit scale, and the frozen
     text tower kept frozen after `from_pretrained` (which loads parameters that require gradients)."""
 

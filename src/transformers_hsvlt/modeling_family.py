@@ -1,0 +1,37 @@
+"""What every model of the family shares when it is loaded (remote code: imports only torch and transformers).
+
+`FamilyPreTrainedModel.from_pretrained` reads weights from safetensors unless `use_safetensors=False` is asked for
+explicitly: a checkpoint holding only `pytorch_model.bin` (a pickle, which can run code when read) is refused, also
+through `AutoModel...from_pretrained(..., trust_remote_code=True)` and `pipeline`. Loaded weights holding NaN or
+infinite values are refused with an error naming them, instead of giving NaN scores.
+"""
+
+import torch
+from transformers import PreTrainedModel
+
+
+class FamilyPreTrainedModel(PreTrainedModel):
+    """`PreTrainedModel` that loads safetensors only by default and refuses non-finite weights."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        if kwargs.get("use_safetensors") is None:
+            kwargs["use_safetensors"] = True
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        non_finite = [
+            name
+            for name, tensor in (*model.named_parameters(), *model.named_buffers())
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+        ]
+        if non_finite:
+            raise ValueError(
+                f"{pretrained_model_name_or_path}: the weights hold NaN or infinite values in {sorted(non_finite)[:8]}."
+            )
+        return loaded
+
+
+def check_finite_pixels(pixel_values: torch.Tensor) -> None:
+    """Raise a `ValueError` when `pixel_values` holds NaN or infinite values (they would give NaN logits)."""
+    if not torch.compiler.is_compiling() and not bool(torch.isfinite(pixel_values).all()):
+        raise ValueError("`pixel_values` holds NaN or infinite values.")

@@ -1,0 +1,410 @@
+"""HSVLT's encoder (remote code, imported by `modeling_hsvlt.py`): the ConvNeXt blocks with Interactive
+Visual-Linguistic Attention (IVLA) from the label features to the block's visual tokens, the gated label residual,
+the stages and the encoder; and the cache of IVLA's weight products used by eager inference."""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.models.convnext.modeling_convnext import ConvNextLayer, ConvNextLayerNorm
+from transformers.utils import ModelOutput
+
+from .configuration_hsvlt import HSVLTConfig
+
+
+@dataclass
+class HSVLTModelOutput(ModelOutput):
+    r"""
+    Output of [`HSVLTModel`].
+
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, hidden_sizes[-1], height / 32, width / 32)`):
+            Visual feature map of the last stage.
+        label_features (`torch.FloatTensor` of shape `(batch_size, num_labels, hidden_sizes[-1])`):
+            Label features after the last block.
+        multimodal_features (`tuple(torch.FloatTensor)`, one per stage, of shape `(batch_size, num_labels, hidden_sizes[i])`):
+            Per-label multi-modal feature of the last block of every stage (the input of Cross-Scale Aggregation).
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned when `output_hidden_states=True`):
+            Visual feature maps of the stem and of every stage, `(batch_size, hidden_sizes[i], height_i, width_i)`;
+            IVLA never changes them, so they equal the ConvNeXt hidden states for the same weights.
+        attentions (`tuple(torch.FloatTensor)`, *optional*, returned when `output_attentions=True`):
+            IVLA attention maps of every block, `(batch_size, num_attention_heads, num_labels, height_i * width_i)`:
+            for each label, a softmax over the block's visual tokens (row-major over the feature map).
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    label_features: torch.FloatTensor | None = None
+    multimodal_features: tuple[torch.FloatTensor, ...] | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+class HSVLTWeightProducts:
+    r"""
+    Weight products of one IVLA module, for eager inference (see [`HSVLTVisualLinguisticAttention`]).
+
+    With `d = C / heads`, `W_q_h`, `W_k_h`, `W_v_h` the `(d, C)` row blocks of head `h` and `W_p_h` the `(C, d)` column
+    block of the output projection:
+
+    Args:
+        label_input (`torch.Tensor` of shape `(C, heads * C + C)`):
+            `[d^-0.5 W_q_1^T W_k_1 | ... | d^-0.5 W_q_heads^T W_k_heads | W_vis^T]`: one product of the label features
+            gives the folded, scaled queries of every head and the input of `vis_project`'s GELU.
+        label_input_bias (`torch.Tensor` of shape `(heads * C + C,)`):
+            Zeros for the queries, `vis_project`'s bias.
+        attended_output (`torch.Tensor` of shape `(heads * C, C)`):
+            `[(W_p_1 W_v_1)^T; ...; (W_p_heads W_v_heads)^T]`: the attended tokens of all heads to the output of `proj`
+            (before its bias).
+        sources (`tuple[torch.Tensor]`):
+            Detached aliases of the weights the products were computed from (query, key, value, proj, vis_project
+            weight and bias). Holding them keeps their storage alive, so no other tensor can take their address.
+        versions (`tuple[int]`):
+            The in-place version counters (`tensor._version`) of the sources when the products were computed.
+    """
+
+    label_input: torch.Tensor
+    label_input_bias: torch.Tensor
+    attended_output: torch.Tensor
+    sources: tuple[torch.Tensor, ...]
+    versions: tuple[int, ...]
+
+    @classmethod
+    def compute(cls, attention: "HSVLTVisualLinguisticAttention", cache: bool = True) -> "HSVLTWeightProducts":
+        """The products of `attention`'s current weights, in their dtype (never under autocast). `cache=False` (when
+        exporting a graph) computes them from the weights as graph operations and records no sources."""
+        sources = attention.product_sources()
+        query, key, value, proj, vis_weight, vis_bias = sources
+        heads, head_dim, dim = attention.num_heads, attention.head_dim, query.shape[1]
+        with torch.autocast(query.device.type, enabled=False):
+            folded_query = torch.bmm(query.view(heads, head_dim, dim).transpose(1, 2), key.view(heads, head_dim, dim))
+            folded_query = (folded_query * attention.scale).permute(1, 0, 2).reshape(dim, heads * dim)
+            label_input = torch.cat([folded_query, vis_weight.t()], dim=1)
+            label_input_bias = torch.cat([vis_bias.new_zeros(heads * dim), vis_bias])
+            value_output = torch.bmm(proj.view(dim, heads, head_dim).transpose(0, 1), value.view(heads, head_dim, dim))
+            attended_output = value_output.transpose(1, 2).reshape(heads * dim, dim)
+        return cls(
+            label_input=label_input,
+            label_input_bias=label_input_bias,
+            attended_output=attended_output,
+            sources=tuple(source.detach() for source in sources) if cache else (),
+            versions=tuple(source._version for source in sources) if cache else (),
+        )
+
+    def is_current(self, sources: tuple[torch.Tensor, ...]) -> bool:
+        """Whether `sources` are the very tensors the products were computed from, unchanged since: same storage,
+        in-place version, dtype and device."""
+        return all(
+            source.data_ptr() == cached.data_ptr()
+            and source._version == version
+            and source.dtype == cached.dtype
+            and source.device == cached.device
+            for source, cached, version in zip(sources, self.sources, self.versions, strict=True)
+        )
+
+
+class HSVLTVisualLinguisticAttention(nn.Module):
+    r"""
+    Interactive Visual-Linguistic Attention (IVLA) of one block: the label features query the visual tokens.
+
+    With `t` the label features `(B, K, C)` and `v` the visual tokens `(B, H*W, C)`:
+    `a = softmax(query(t) key(v)^T / sqrt(C / heads))`, `o = proj(a value(v))`,
+    `m = GELU(project_mm(GELU(vis_project(t)) * o))`; `m` is the per-label multi-modal feature.
+
+    Folded form (`config.fold_label_attention`, exact): per head `h`, `query_h(t) key_h(v)^T = (query_h(t) W_key_h) v^T`
+    and `a_h (v W_value_h^T) = (a_h v) W_value_h^T`, so the key and value projections are applied to the `K` label-side
+    vectors instead of the `H*W` visual tokens (80 instead of 12,544 vectors at stage 1 for 448x448 COCO): HSVLT-S
+    at 448x448 needs 40.8 instead of 48.2 GMACs per image. The `heads` folded queries of a label, each `C` wide, are
+    stacked as `heads * K` rows attending to the tokens as they are (never expanded per head, split or projected).
+    The logits then cost `heads * K * H*W * C` multiply-adds instead of `K * H*W * C`: folding saves work when
+    `K * C + (heads - 1) * K * H*W < H*W * C`, always the case for HSVLT-S (one head, 80 labels, H*W >= 196 at
+    448x448) but not, e.g., with 4 heads at stage 1 or with more labels than tokens.
+
+    Eager inference (`eval()`, gradients disabled, not under `torch.compile`/tracing) with the folded form multiplies
+    the weights first and keeps the products ([`HSVLTWeightProducts`]): `query` and `key` become one `C x heads*C`
+    map, `value` and `proj` one `heads*C x C` map, and `vis_project`, which reads the same label features as the
+    queries, joins the first one, so a block's label side costs six `K x C x C` products instead of eight (HSVLT-S at
+    448x448: 39.8 instead of 40.8 GMACs per image). The products are computed on the first such forward (`2 * heads *
+    C^3` multiply-adds per block, once) and reused as long as the weights are the same tensors, unchanged: they are
+    recomputed after any in-place change (optimizer step, `load_state_dict`, `copy_`), dtype or device move, or new
+    parameter tensors, and dropped by `train()` (not by `eval()`). In-place edits through `param.data` bypass the
+    version counter: call `model.train()` (then `model.eval()`) after them. They take `(2 * heads + 1) * C^2` values per block (71 MB in float32 for
+    HSVLT-S). The logits equal those of the straightforward form to float rounding (1e-5).
+
+    Both forms scale the queries by `(C / heads)^-0.5` before the product with the keys instead of scaling the logits
+    (the same values up to float rounding), and compute the attention explicitly (two batched matmuls and a softmax).
+    With `K` queries this is as fast on CPU as `scaled_dot_product_attention` when the tokens are contiguous (as in the
+    model) and faster when they are a strided view (which SDPA copies); the attention map then comes at no extra cost
+    and `output_attentions` does not change the computation.
+    """
+
+    def __init__(self, config: HSVLTConfig, dim: int):
+        super().__init__()
+        self.config = config
+        self.num_heads = config.num_attention_heads
+        self.head_dim = dim // self.num_heads
+        self.scale = self.head_dim**-0.5
+        self.query = nn.Linear(dim, dim, bias=False)
+        self.key = nn.Linear(dim, dim, bias=False)
+        self.value = nn.Linear(dim, dim, bias=False)
+        self.proj = nn.Linear(dim, dim)
+        self.vis_project = nn.Linear(dim, dim)
+        self.project_mm = nn.Linear(dim, dim)
+        self.weight_products: HSVLTWeightProducts | None = None
+
+    def train(self, mode: bool = True):
+        """Entering training mode drops the weight products (training never uses them); `eval()` keeps them."""
+        if mode:
+            self.weight_products = None
+        return super().train(mode)
+
+    def product_sources(self) -> tuple[torch.Tensor, ...]:
+        """The weights [`HSVLTWeightProducts`] are computed from."""
+        return (
+            self.query.weight,
+            self.key.weight,
+            self.value.weight,
+            self.proj.weight,
+            self.vis_project.weight,
+            self.vis_project.bias,
+        )
+
+    def _current_weight_products(self) -> HSVLTWeightProducts | None:
+        """The cached weight products, recomputed if the weights changed; `None` where they must not be used
+        (training mode, gradients enabled, `torch.compile` or tracing). When exporting a graph (`torch.export`,
+        `torch.onnx.export(..., dynamo=True)` under `torch.no_grad()`), the products are graph operations on the
+        weights alone, which ONNX Runtime folds into constants when it loads the model."""
+        if self.training or torch.is_grad_enabled():
+            return None
+        if torch.compiler.is_exporting():
+            return HSVLTWeightProducts.compute(self, cache=False)
+        if torch.compiler.is_compiling() or torch.jit.is_tracing():
+            return None
+        if self.weight_products is None or not self.weight_products.is_current(self.product_sources()):
+            self.weight_products = HSVLTWeightProducts.compute(self)
+        return self.weight_products
+
+    @staticmethod
+    def _attend(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention of already scaled `queries` `(..., L, D)` over `keys` and `values` `(..., N, D)`: returns the
+        attended values `(..., L, D)` and the attention map `(..., L, N)`."""
+        attention_probs = torch.softmax(torch.matmul(queries, keys.transpose(-1, -2)), dim=-1)
+        return torch.matmul(attention_probs, values), attention_probs
+
+    def _attention_folded(
+        self, queries: torch.Tensor, visual_tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scaled queries `(B, K, C)` and tokens `(B, H*W, C)` -> context `(B, K, C)` (the input of `proj`) and the
+        attention map `(B, heads, K, H*W)`. The reshapes around the two weight products are views when `heads == 1`."""
+        batch_size, num_labels, dim = queries.shape
+        heads, head_dim = self.num_heads, self.head_dim
+        queries = queries.reshape(batch_size * num_labels, heads, head_dim).transpose(0, 1)  # (heads, B*K, d)
+        folded_queries = torch.bmm(queries, self.key.weight.view(heads, head_dim, dim))  # (heads, B*K, C)
+        folded_queries = folded_queries.view(heads, batch_size, num_labels, dim).transpose(0, 1)
+        attended_tokens, attention_probs = self._attend(
+            folded_queries.reshape(batch_size, heads * num_labels, dim), visual_tokens, visual_tokens
+        )  # (B, heads*K, C), (B, heads*K, H*W)
+        attended_tokens = attended_tokens.view(batch_size, heads, num_labels, dim).transpose(0, 1)
+        value_weight = self.value.weight.view(heads, head_dim, dim).transpose(1, 2)  # (heads, C, d)
+        context = torch.bmm(attended_tokens.reshape(heads, batch_size * num_labels, dim), value_weight)
+        context = context.view(heads, batch_size, num_labels, head_dim).permute(1, 2, 0, 3)
+        return context.reshape(batch_size, num_labels, dim), attention_probs.unflatten(1, (heads, num_labels))
+
+    def _attention_straightforward(
+        self, queries: torch.Tensor, visual_tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The authors' form, with the same inputs and outputs as `_attention_folded`."""
+        batch_size, num_labels, dim = queries.shape
+
+        def split_heads(features):  # (B, L, C) -> (B, heads, L, d)
+            return features.view(batch_size, -1, self.num_heads, self.head_dim).transpose(1, 2)
+
+        keys, values = split_heads(self.key(visual_tokens)), split_heads(self.value(visual_tokens))
+        context, attention_probs = self._attend(split_heads(queries), keys, values)
+        return context.transpose(1, 2).reshape(batch_size, num_labels, dim), attention_probs
+
+    def _forward_with_products(
+        self, label_features: torch.Tensor, visual_tokens: torch.Tensor, products: HSVLTWeightProducts
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The folded form with the cached weight products: returns `proj(context)` `(B, K, C)` and the attention map
+        `(B, heads, K, H*W)`."""
+        batch_size, num_labels, dim = label_features.shape
+        heads = self.num_heads
+        label_input = torch.addmm(products.label_input_bias, label_features.reshape(-1, dim), products.label_input)
+        folded_queries, gate_input = label_input.split([heads * dim, dim], dim=-1)
+        folded_queries = folded_queries.view(batch_size, num_labels, heads, dim).transpose(1, 2)
+        attended_tokens, attention_probs = self._attend(
+            folded_queries.reshape(batch_size, heads * num_labels, dim), visual_tokens, visual_tokens
+        )  # (B, heads*K, C), (B, heads*K, H*W)
+        attended_tokens = attended_tokens.view(batch_size, heads, num_labels, dim).transpose(1, 2)
+        output = torch.addmm(self.proj.bias, attended_tokens.reshape(-1, heads * dim), products.attended_output)
+        multimodal_input = F.gelu(gate_input).mul_(output)
+        return multimodal_input.view(batch_size, num_labels, dim), attention_probs.unflatten(1, (heads, num_labels))
+
+    def _fold(self, num_labels: int, num_tokens: int, dim: int, with_products: bool) -> bool:
+        """Whether to use the folded form: as configured, or (`fold_label_attention=None`) where it costs fewer
+        multiply-adds. With the weight products, the folded form saves `2 * K * C^2` more (the query and value-side
+        products), so it is cheaper when `(heads - 1) * K * (C + H*W) < H*W * C` (always with one head)."""
+        if self.config.fold_label_attention is not None:
+            return self.config.fold_label_attention
+        if with_products:
+            return (self.num_heads - 1) * num_labels * (dim + num_tokens) < num_tokens * dim
+        return num_labels * dim + (self.num_heads - 1) * num_labels * num_tokens < num_tokens * dim
+
+    def forward(
+        self, label_features: torch.Tensor, visual_tokens: torch.Tensor, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """
+        Args:
+            label_features: `(B, K, C)`.
+            visual_tokens: `(B, H*W, C)`, any strides (e.g. a view of a channels-first or channels-last map).
+        Returns:
+            The multi-modal features `(B, K, C)` and, if `output_attentions`, the attention map `(B, heads, K, H*W)`.
+        """
+        num_labels, num_tokens, dim = label_features.shape[1], visual_tokens.shape[1], label_features.shape[2]
+        fold_with_products = self._fold(num_labels, num_tokens, dim, with_products=True)
+        products = self._current_weight_products() if fold_with_products else None
+        if products is not None:
+            multimodal_input, attention_probs = self._forward_with_products(label_features, visual_tokens, products)
+        else:
+            queries = self.query(label_features) * self.scale
+            if self._fold(num_labels, num_tokens, dim, with_products=False):
+                context, attention_probs = self._attention_folded(queries, visual_tokens)
+            else:
+                context, attention_probs = self._attention_straightforward(queries, visual_tokens)
+            multimodal_input = F.gelu(self.vis_project(label_features)) * self.proj(context)
+        multimodal_features = F.gelu(self.project_mm(multimodal_input))
+        return multimodal_features, attention_probs if output_attentions else None
+
+
+class HSVLTLabelResidualGate(nn.Module):
+    """Gated residual of the label features: `t + tanh(W2 relu(W1 t)) * t` (the authors' `res_gate`)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.hidden = nn.Linear(dim, dim, bias=False)
+        self.output = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, label_features: torch.Tensor) -> torch.Tensor:
+        gate = torch.tanh(self.output(F.relu(self.hidden(label_features))))
+        return torch.addcmul(label_features, gate, label_features)
+
+
+class HSVLTLayer(GradientCheckpointingLayer, ConvNextLayer):
+    """
+    One HSVLT block: transformers' ConvNeXt block on the visual map (`ConvNextLayer`: dwconv 7x7, LayerNorm, Linear
+    4x, GELU, Linear, layer scale, drop path, residual), then IVLA from the label features to the block's output
+    tokens and the label update `t <- t + drop_path(m)`, `t <- t + gate(t) * t`. The visual map is not changed by IVLA.
+
+    Memory layout: the channels-first LayerNorms (stem, downsampling) return maps stored channels-last (NHWC), so from
+    the stem on the visual maps are channels-last in memory whatever the layout of the input, and the permutes to
+    `(B, H, W, C)` and the visual tokens `(B, H*W, C)` are views, not copies. `model.to(memory_format=torch.channels_last)`
+    with channels-last `pixel_values` also removes the copies before the stem LayerNorm and of the downsampling weights.
+    """
+
+    def __init__(self, config: HSVLTConfig, dim: int, drop_path: float = 0.0):
+        super().__init__(config, dim, drop_path)
+        self.layernorm.eps = config.layer_norm_eps
+        self.label_attention = HSVLTVisualLinguisticAttention(config, dim)
+        self.label_gate = HSVLTLabelResidualGate(dim)
+
+    def forward(
+        self, hidden_states: torch.Tensor, label_features: torch.Tensor, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """
+        Args:
+            hidden_states: visual map `(B, C, H, W)`.
+            label_features: `(B, K, C)`.
+        Returns:
+            `(hidden_states, label_features, multimodal_features, attention_probs)`: the new visual map `(B, C, H, W)`,
+            the updated label features and the multi-modal features `(B, K, C)`, and the attention map or `None`.
+        """
+        hidden_states = ConvNextLayer.forward(self, hidden_states)
+        visual_tokens = hidden_states.permute(0, 2, 3, 1).flatten(1, 2)
+        multimodal_features, attention_probs = self.label_attention(label_features, visual_tokens, output_attentions)
+        label_features = self.label_gate(label_features + self.drop_path(multimodal_features))
+        return hidden_states, label_features, multimodal_features, attention_probs
+
+
+class HSVLTStage(nn.Module):
+    """A stage: downsampling (LayerNorm + Conv2d k=2 s=2, except for the first stage), the projection of the incoming
+    label features to the stage width (the authors' `langs.{i}`), and `depth` [`HSVLTLayer`]s."""
+
+    def __init__(
+        self,
+        config: HSVLTConfig,
+        in_channels: int,
+        out_channels: int,
+        in_label_size: int,
+        downsample: bool,
+        drop_path_rates,
+    ):
+        super().__init__()
+        self.downsampling_layer = nn.ModuleList(
+            [
+                ConvNextLayerNorm(in_channels, eps=config.layer_norm_eps, data_format="channels_first"),
+                nn.Conv2d(in_channels, out_channels, kernel_size=2, stride=2),
+            ]
+            if downsample
+            else []
+        )
+        self.label_projection = nn.Linear(in_label_size, out_channels)
+        self.layers = nn.ModuleList([HSVLTLayer(config, out_channels, rate) for rate in drop_path_rates])
+
+    def forward(self, hidden_states: torch.Tensor, label_features: torch.Tensor, output_attentions: bool = False):
+        """Returns `(hidden_states, label_features, multimodal_features of the last block, attention maps per block)`."""
+        for layer in self.downsampling_layer:
+            hidden_states = layer(hidden_states)
+        label_features = self.label_projection(label_features)
+        attentions = ()
+        for layer in self.layers:
+            hidden_states, label_features, multimodal_features, attention_probs = layer(
+                hidden_states, label_features, output_attentions
+            )
+            if output_attentions:
+                attentions = attentions + (attention_probs,)
+        return hidden_states, label_features, multimodal_features, attentions
+
+
+class HSVLTEncoder(nn.Module):
+    """The four stages of the hierarchy, with stochastic depth rising linearly over all blocks."""
+
+    def __init__(self, config: HSVLTConfig):
+        super().__init__()
+        drop_path_rates = torch.linspace(0, config.drop_path_rate, sum(config.depths)).split(config.depths)
+        in_sizes = [config.hidden_sizes[0]] + list(config.hidden_sizes[:-1])
+        in_label_sizes = [config.label_embedding_size] + list(config.hidden_sizes[:-1])
+        self.stages = nn.ModuleList(
+            HSVLTStage(config, in_size, out_size, label_size, downsample=index > 0, drop_path_rates=rates.tolist())
+            for index, (in_size, out_size, label_size, rates) in enumerate(
+                zip(in_sizes, config.hidden_sizes, in_label_sizes, drop_path_rates)
+            )
+        )
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        label_features: torch.Tensor,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> HSVLTModelOutput:
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        multimodal_features = ()
+        for stage in self.stages:
+            hidden_states, label_features, stage_multimodal, stage_attentions = stage(
+                hidden_states, label_features, output_attentions
+            )
+            multimodal_features = multimodal_features + (stage_multimodal,)
+            if output_hidden_states:
+                all_hidden_states = all_hidden_states + (hidden_states,)
+            if output_attentions:
+                all_attentions = all_attentions + stage_attentions
+        return HSVLTModelOutput(
+            last_hidden_state=hidden_states,
+            label_features=label_features,
+            multimodal_features=multimodal_features,
+            hidden_states=all_hidden_states,
+            attentions=all_attentions,
+        )
