@@ -67,6 +67,7 @@ from transformers import ConvNextConfig, ConvNextModel
 
 from transformers_hsvlt import HSVLTConfig, HSVLTForMultiLabelClassification
 from transformers_hsvlt.export import export_onnx
+from transformers_hsvlt.threads import idle_cpus
 
 
 FOLDED, STRAIGHTFORWARD, CONVNEXT = "HSVLT-S", "HSVLT-S straightforward", "ConvNeXt-S"
@@ -407,27 +408,6 @@ def machine_description(args) -> str:
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
         model_name = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
     return f"{model_name} ({os.cpu_count()} logical CPUs), {torch.get_num_threads()} torch thread(s)"
-
-
-def idle_cpus(sample_seconds: float = 0.5) -> int:
-    """How many CPUs are idle now: the idle share of all CPU time over `sample_seconds` (from `/proc/stat`), times the
-    number of CPUs, rounded, at least 1; `os.cpu_count()` where `/proc/stat` does not exist. On a machine whose cores
-    are busy with other work, that many intra-op threads avoid waiting at every parallel region for a thread that lost
-    its core."""
-
-    def idle_and_total() -> tuple[int, int]:
-        with open("/proc/stat") as stat:
-            values = [int(value) for value in stat.readline().split()[1:]]
-        return values[3] + values[4], sum(values[:8])  # idle + iowait; user..steal
-
-    try:
-        idle_before, total_before = idle_and_total()
-        time.sleep(sample_seconds)
-        idle_after, total_after = idle_and_total()
-    except OSError:
-        return os.cpu_count() or 1
-    idle_share = (idle_after - idle_before) / max(total_after - total_before, 1)
-    return max(1, round(idle_share * (os.cpu_count() or 1)))
 
 
 def load_average() -> str:

@@ -75,7 +75,6 @@ class HSVLTLabelEmbeddings(nn.Module):
         return self.weight.unsqueeze(0).expand(batch_size, -1, -1)
 
 
-@dataclass(frozen=True)
 class HSVLTPreTrainedModel(FamilyPreTrainedModel):
     """Weight initialisation and the common interface of HSVLT models."""
 

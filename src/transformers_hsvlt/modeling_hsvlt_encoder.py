@@ -41,6 +41,7 @@ class HSVLTModelOutput(ModelOutput):
     attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
+@dataclass(frozen=True)
 class HSVLTWeightProducts:
     r"""
     Weight products of one IVLA module, for eager inference (see [`HSVLTVisualLinguisticAttention`]).

@@ -11,6 +11,7 @@ import logging
 import sys
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import datasets
 import transformers
@@ -56,6 +57,19 @@ def quiet_libraries() -> None:
     logging.getLogger("torch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+@dataclass
+class RuntimeArguments:
+    """How a command uses this machine (shared by the commands that run a model)."""
+
+    threads: str = field(
+        default="auto",
+        metadata={
+            "help": "CPU intra-op threads: auto (as many as CPUs are idle at the start: on a busy machine HSVLT's "
+            "many small products slow down sharply with more) or a number. See transformers_hsvlt.threads."
+        },
+    )
 
 
 def run_command(prog: str, command: Callable[[], int]) -> int:

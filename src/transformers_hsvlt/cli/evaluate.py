@@ -12,7 +12,8 @@ from ..checkpoints import load_checkpoint, resolve_device
 from ..data import DataArguments, load_training_data
 from ..evaluation import check_writable, evaluate_all_classes, format_metric_table, write_results
 from ..evaluation.metrics import format_swept_table, swept_threshold_metrics
-from .common import EXIT_SUCCESS, run_command
+from ..threads import set_threads
+from .common import EXIT_SUCCESS, RuntimeArguments, run_command
 
 
 PROG = "hsvlt-eval"
@@ -65,14 +66,17 @@ class EvalArguments:
 
 
 def build_parser() -> HfArgumentParser:
-    parser = HfArgumentParser((EvalArguments, DataArguments), prog=PROG, description=__doc__.splitlines()[0])
+    parser = HfArgumentParser(
+        (EvalArguments, DataArguments, RuntimeArguments), prog=PROG, description=__doc__.splitlines()[0]
+    )
     parser.add_argument("model", help="A family checkpoint directory or Hub id.")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     def command() -> int:
-        eval_args, data_args, extra = build_parser().parse_args_into_dataclasses(argv)
+        eval_args, data_args, runtime, extra = build_parser().parse_args_into_dataclasses(argv)
+        set_threads(runtime.threads)
         resolve_device(eval_args.device)
         if eval_args.json:
             check_writable(eval_args.json)

@@ -19,8 +19,9 @@ from transformers import HfArgumentParser
 from ..checkpoints import checkpoint_architecture, is_open_vocabulary, load_checkpoint, resolve_device
 from ..images import DEFAULT_DOWNLOAD_SECONDS, DEFAULT_MAX_DOWNLOAD_BYTES, ImageLoadError, load_image
 from ..inference import predict
+from ..threads import set_threads
 from ..visualization import DEFAULT_METHOD, DEFAULT_STAGE, METHODS, save_prediction_figure, save_raw_maps, unique_stems
-from .common import EXIT_PARTIAL_FAILURE, EXIT_SUCCESS, run_command
+from .common import EXIT_PARTIAL_FAILURE, EXIT_SUCCESS, RuntimeArguments, run_command
 
 
 PROG = "hsvlt-predict"
@@ -73,7 +74,7 @@ class PredictArguments:
 
 
 def build_parser() -> HfArgumentParser:
-    parser = HfArgumentParser(PredictArguments, prog=PROG, description=__doc__.splitlines()[0])
+    parser = HfArgumentParser((PredictArguments, RuntimeArguments), prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("model", help="A family checkpoint directory or Hub id.")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="Image paths, globs or http(s) URLs.")
     return parser
@@ -123,7 +124,8 @@ def label_names_argument(text: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     def command() -> int:
-        args, extra = build_parser().parse_args_into_dataclasses(argv)
+        args, runtime, extra = build_parser().parse_args_into_dataclasses(argv)
+        set_threads(runtime.threads)
         resolve_device(args.device)
         check_against_checkpoint(extra.model, args)
         model, processor = load_checkpoint(extra.model, args.device)
