@@ -221,8 +221,10 @@ def test_vision_model_is_not_a_text_encoder(encoder, tmp_path):
 
 
 def test_loading_errors_name_the_encoder(tmp_path):
-    with pytest.raises(OSError, match="Could not load the text encoder '.*no-such-encoder'"):
+    with pytest.raises(ValueError, match="The text encoder .*no-such-encoder: no such file or directory"):
         embed_label_names(NAMES, tmp_path / "no-such-encoder")
+    with pytest.raises(OSError, match="Could not load the text encoder 'no-such-org/no-such-encoder'"):
+        embed_label_names(NAMES, "no-such-org/no-such-encoder")  # offline: the Hub cannot be asked
 
 
 def test_encoder_pair_must_be_model_then_tokenizer(encoder):
