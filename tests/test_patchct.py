@@ -8,6 +8,8 @@ import math
 import pytest
 import torch
 from clip_fixtures import (
+    NAMES,
+    VISION_CONFIG,
     parameters_after_one_update,
     tiny_config,
     tiny_model,
@@ -238,3 +240,34 @@ def test_registry_entries_build_tiny_models_with_heatmaps(entry):
     assert any(".vision_model." in name for name in image_tower) and not any(".text_" in name for name in image_tower)
     assert architecture.label_inputs == ("names",) and architecture.paper.reconstruction
     assert "not checked against the paper" in architecture.paper.summary
+
+
+def test_towers_start_from_a_local_clip_checkpoint(tmp_path):
+    """`--backbone DIR` (or a Hub id) of a saved `CLIPModel` and its tokenizer: the towers and projections are CLIP's
+    weights one to one, and the tokenizer is CLIP's."""
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+
+    from transformers_hsvlt.patchct.clip_backbone import build_clip_classifier, text_config_for_tokenizer
+    from transformers_hsvlt.registry import LabelSide
+
+    tokenizer = tiny_tokenizer()
+    clip = CLIPModel(
+        CLIPConfig(
+            text_config=text_config_for_tokenizer({"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                                                   "num_attention_heads": 4, "max_position_embeddings": 24}, tokenizer),
+            vision_config=VISION_CONFIG,
+            projection_dim=16,
+        )
+    )  # fmt: skip
+    clip.save_pretrained(tmp_path / "clip")
+    tokenizer.save_pretrained(tmp_path / "clip")
+    model = build_clip_classifier(
+        PatchCTForMultiLabelClassification, {"image_size": 32}, LabelSide(names=NAMES), str(tmp_path / "clip")
+    )
+    towers = model.base_model.towers.state_dict()
+    for name, tensor in clip.state_dict().items():
+        if name != "logit_scale":
+            torch.testing.assert_close(towers[name], tensor, rtol=0, atol=0)
+    assert model.class_name_tokenizer.get_vocab() == tokenizer.get_vocab()
+    assert model(torch.rand(1, 3, 32, 32)).logits.shape == (1, len(NAMES))
