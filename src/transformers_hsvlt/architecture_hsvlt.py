@@ -19,7 +19,6 @@ PRESETS = {
             per_device_train_batch_size=4,
             per_device_eval_batch_size=16,
             num_train_epochs=100,
-            seed=1,
             dataloader_num_workers=4,
         ),
         lr_schedule="warmup_plateau",
@@ -35,7 +34,6 @@ PRESETS = {
             per_device_train_batch_size=16,
             per_device_eval_batch_size=64,
             num_train_epochs=20,
-            seed=1,
             dataloader_num_workers=0,
         ),
         lr_schedule="warmup_plateau",
@@ -45,7 +43,7 @@ PRESETS = {
 }
 """`hsvlt-s` is the paper's model (the `HSVLTConfig` defaults) with the authors' MS-COCO recipe (AdamW lr 1e-5, weight
 decay 1e-4, batch 4, 2 warm-up epochs, x0.1 on a validation-mAP plateau, early stopping after 4 evaluations, at most
-100 epochs, seed 1); `tiny` (2.1 M parameters, 64 px) trains on 2 CPU cores in minutes."""
+100 epochs; seed 1, the toolkit's default); `tiny` (2.1 M parameters, 64 px) trains on 2 CPU cores in minutes."""
 
 BIBTEX = """@inproceedings{ouyang2023hsvlt,
   title         = {{HSVLT}: Hierarchical Scale-Aware Vision-Language Transformer for Multi-Label Image Classification},

@@ -10,16 +10,22 @@ from .conversion import IMAGE_PROCESSOR_DEFAULTS, convert_msrn_checkpoint, load_
 from .modeling_msrn import NUM_LEVELS, MSRNForMultiLabelClassification, MSRNModel
 
 
+AUTHORS_SGD = dict(
+    optim="sgd",
+    optim_args="momentum=0.9",
+    learning_rate=0.1,
+    weight_decay=1e-4,
+    max_grad_norm=0.0,
+    per_device_train_batch_size=16,
+)
+"""The authors' optimiser, shared by both presets: SGD with momentum 0.9, lr 0.1, weight decay 1e-4, batch 16, no
+gradient clipping."""
+
 PRESETS = {
     "msrn": Preset(
         config={},
         recipe=dict(
-            optim="sgd",
-            optim_args="momentum=0.9",
-            learning_rate=0.1,
-            weight_decay=1e-4,
-            max_grad_norm=0.0,
-            per_device_train_batch_size=16,
+            **AUTHORS_SGD,
             per_device_eval_batch_size=16,
             num_train_epochs=50,
             dataloader_num_workers=4,
@@ -45,15 +51,9 @@ PRESETS = {
             image_size=64,
         ),
         recipe=dict(
-            optim="sgd",
-            optim_args="momentum=0.9",
-            learning_rate=0.1,
-            weight_decay=1e-4,
-            max_grad_norm=0.0,
-            per_device_train_batch_size=16,
+            **AUTHORS_SGD,
             per_device_eval_batch_size=64,
             num_train_epochs=10,
-            seed=1,
             dataloader_num_workers=0,
         ),
         lr_schedule="multistep",
