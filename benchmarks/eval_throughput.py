@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from transformers_hsvlt import HSVLTConfig, HSVLTForMultiLabelClassification, HSVLTImageProcessor
-from transformers_hsvlt.architecture_hsvlt import PRESETS
+from transformers_hsvlt.hsvlt.architecture import PRESETS
 from transformers_hsvlt.images import load_image
 
 

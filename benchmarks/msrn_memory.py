@@ -32,7 +32,7 @@ def measure(mode: str, chunk_size: int | None, batch_size: int, threads: int) ->
     import numpy as np
     import torch
 
-    from transformers_hsvlt.msrn import MSRNConfig, MSRNForMultiLabelClassification
+    from transformers_hsvlt import MSRNConfig, MSRNForMultiLabelClassification
     from transformers_hsvlt.registry import LabelCooccurrence
 
     torch.set_num_threads(threads)

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import textwrap
 
-from transformers_hsvlt.patchct.clip_backbone import (
+from transformers_hsvlt.weights.clip import (
     TINY_TEXT_CONFIG,
     text_config_for_tokenizer,
     word_level_clip_tokenizer,

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from transformers_hsvlt.msrn import MSRNConfig
+from transformers_hsvlt import MSRNConfig
 
 
 @pytest.fixture(autouse=True, scope="module")

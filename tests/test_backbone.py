@@ -9,7 +9,7 @@ from conftest import tiny_config
 from transformers import ConvNextConfig, ConvNextForImageClassification, ConvNextModel, ResNetConfig
 
 from transformers_hsvlt import HSVLTConfig, HSVLTForMultiLabelClassification, HSVLTModel
-from transformers_hsvlt.weights.convnext import (
+from transformers_hsvlt.hsvlt.backbone import (
     CONVNEXT_LAYER_NORM_EPS,
     build_hsvlt_from_convnext,
     load_convnext_weights,

@@ -13,8 +13,8 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from transformers_hsvlt import HSVLTForMultiLabelClassification
 from transformers_hsvlt.cli.convert import main
+from transformers_hsvlt.hsvlt.conversion import convert_authors_checkpoint
 from transformers_hsvlt.weights import load_state_dict_file
-from transformers_hsvlt.weights.hsvlt_authors import convert_authors_checkpoint
 
 
 DEPTHS, WIDTHS, LABEL_SIZE = [1, 1, 2, 1], [8, 16, 24, 32], 12

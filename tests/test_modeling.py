@@ -7,7 +7,7 @@ from conftest import tiny_config
 from reference_hsvlt import random_authors_state_dict, reference_logits
 
 from transformers_hsvlt import HSVLTConfig, HSVLTForMultiLabelClassification, HSVLTModel
-from transformers_hsvlt.weights.hsvlt_authors import convert_authors_state_dict
+from transformers_hsvlt.hsvlt.conversion import convert_authors_state_dict
 
 
 def build(config, seed=0):

@@ -12,9 +12,9 @@ from reference_msrn import (  # noqa: F401 (single_thread: an autouse fixture)
     tiny_msrn_config,
 )
 
-from transformers_hsvlt.msrn import MSRNConfig, MSRNForMultiLabelClassification, MSRNModel
+from transformers_hsvlt import MSRNConfig, MSRNForMultiLabelClassification, MSRNModel
+from transformers_hsvlt.modeling_msrn_graph import normalized_adjacency
 from transformers_hsvlt.msrn.conversion import convert_authors_state_dict
-from transformers_hsvlt.msrn.modeling_msrn_graph import normalized_adjacency
 from transformers_hsvlt.registry import LabelCooccurrence
 
 

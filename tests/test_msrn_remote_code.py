@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 from reference_msrn import random_cooccurrence, single_thread, tiny_msrn_config  # noqa: F401 (single_thread: an autouse fixture)
 
+from transformers_hsvlt import MSRNForMultiLabelClassification
 from transformers_hsvlt.image_processing_hsvlt import HSVLTImageProcessor
-from transformers_hsvlt.msrn import MSRNForMultiLabelClassification
 from transformers_hsvlt.msrn.architecture import ARCHITECTURE
 from transformers_hsvlt.registry import LabelCooccurrence
 

@@ -6,9 +6,9 @@ import torch
 from reference_msrn import random_cooccurrence, single_thread, tiny_msrn_config  # noqa: F401 (single_thread: an autouse fixture)
 from transformers import Trainer, TrainingArguments
 
+from transformers_hsvlt import MSRNForMultiLabelClassification
 from transformers_hsvlt.data import build_digit_canvases, get_class_names
 from transformers_hsvlt.data.cooccurrence import label_cooccurrence
-from transformers_hsvlt.msrn import MSRNForMultiLabelClassification
 from transformers_hsvlt.msrn.architecture import ARCHITECTURE
 from transformers_hsvlt.registry import LabelCooccurrence, LabelSide, get_architecture, register
 

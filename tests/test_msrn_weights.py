@@ -15,8 +15,8 @@ from reference_msrn import (
 )  # noqa: F401 (single_thread: an autouse fixture)
 from transformers import ResNetConfig, ResNetModel
 
+from transformers_hsvlt import MSRNForMultiLabelClassification
 from transformers_hsvlt.cli.convert import main as convert_main
-from transformers_hsvlt.msrn import MSRNForMultiLabelClassification
 from transformers_hsvlt.msrn.architecture import ARCHITECTURE
 from transformers_hsvlt.msrn.conversion import (
     authors_key,

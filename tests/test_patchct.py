@@ -17,18 +17,17 @@ from clip_fixtures import (
 )
 from PIL import Image
 
-from transformers_hsvlt import HSVLTImageProcessor
-from transformers_hsvlt.multilabel_losses import asymmetric_loss
-from transformers_hsvlt.patchct import PatchCTConfig, PatchCTForMultiLabelClassification, PatchCTModel
-from transformers_hsvlt.patchct.clip_backbone import word_level_clip_tokenizer
-from transformers_hsvlt.patchct.modeling_patchct import (
+from transformers_hsvlt import HSVLTImageProcessor, PatchCTConfig, PatchCTForMultiLabelClassification, PatchCTModel
+from transformers_hsvlt.modeling_patchct import (
     backward_navigator,
     conditional_transport_cost,
     cosine_similarities,
     forward_navigator,
     label_prior,
 )
+from transformers_hsvlt.multilabel_losses import asymmetric_loss
 from transformers_hsvlt.registry import LabelSide
+from transformers_hsvlt.weights.clip import word_level_clip_tokenizer
 
 
 E = math.e
@@ -248,8 +247,8 @@ def test_towers_start_from_a_local_clip_checkpoint(tmp_path):
     import torch
     from transformers import CLIPConfig, CLIPModel
 
-    from transformers_hsvlt.patchct.clip_backbone import build_clip_classifier, text_config_for_tokenizer
     from transformers_hsvlt.registry import LabelSide
+    from transformers_hsvlt.weights.clip import build_clip_classifier, text_config_for_tokenizer
 
     tokenizer = tiny_tokenizer()
     clip = CLIPModel(

@@ -16,14 +16,13 @@ from clip_fixtures import (
 )
 from PIL import Image
 
-from transformers_hsvlt.multilabel_losses import asymmetric_loss
-from transformers_hsvlt.patchct import PatchCTForMultiLabelClassification
-from transformers_hsvlt.pvlr import PVLRConfig, PVLRForMultiLabelClassification
-from transformers_hsvlt.pvlr.modeling_pvlr import (
+from transformers_hsvlt import PatchCTForMultiLabelClassification, PVLRConfig, PVLRForMultiLabelClassification
+from transformers_hsvlt.modeling_pvlr import (
     PVLRDualModalAttentionLayer,
     PVLRFusion,
     label_attention_pooling,
 )
+from transformers_hsvlt.multilabel_losses import asymmetric_loss
 
 
 SMALL = dict(num_context_tokens=4, num_attention_heads=2, fusion_intermediate_size=32, num_dma_layers=2)

@@ -11,7 +11,17 @@ from transformers import PreTrainedModel
 
 
 class FamilyPreTrainedModel(PreTrainedModel):
-    """`PreTrainedModel` that loads safetensors only by default and refuses non-finite weights."""
+    """`PreTrainedModel` that loads safetensors only by default, refuses non-finite weights and saves self-contained
+    remote-code checkpoints."""
+
+    remote_code_auto_map: dict[str, str] = {}
+    """The `auto_map` of saved checkpoints: Auto class -> `module.Class` of the architecture's remote code (its config,
+    base model and classifier), whichever of the two models is saved."""
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Save as a self-contained remote-code checkpoint: the config's `auto_map` gets `remote_code_auto_map`."""
+        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **self.remote_code_auto_map}
+        super().save_pretrained(save_directory, *args, **kwargs)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):

@@ -81,6 +81,11 @@ class HSVLTPreTrainedModel(FamilyPreTrainedModel):
     config_class = HSVLTConfig
     config: HSVLTConfig
     base_model_prefix = "hsvlt"
+    remote_code_auto_map = {
+        "AutoConfig": "configuration_hsvlt.HSVLTConfig",
+        "AutoModel": "modeling_hsvlt.HSVLTModel",
+        "AutoModelForImageClassification": "modeling_hsvlt.HSVLTForMultiLabelClassification",
+    }
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
@@ -105,13 +110,6 @@ class HSVLTPreTrainedModel(FamilyPreTrainedModel):
             super()._init_weights(module)
         if isinstance(module, HSVLTLayer) and module.layer_scale_parameter is not None:
             init.constant_(module.layer_scale_parameter, self.config.layer_scale_init_value)
-
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """Save as a self-contained remote-code checkpoint: the config's `auto_map` gets every entry of `AUTO_MAP`
-        (`AutoModel` -> [`HSVLTModel`], `AutoModelForImageClassification` -> [`HSVLTForMultiLabelClassification`]),
-        whichever of the two is saved."""
-        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **AUTO_MAP}
-        super().save_pretrained(save_directory, *args, **kwargs)
 
 
 def _init_uniform_fan_in(weight: torch.Tensor, bias: torch.Tensor) -> None:
@@ -296,12 +294,6 @@ class HSVLTForMultiLabelClassification(HSVLTPreTrainedModel):
         self.config.id2label = dict(enumerate(names))
         self.config.label2id = {name: index for index, name in enumerate(names)}
 
-
-AUTO_MAP = {
-    "AutoConfig": "configuration_hsvlt.HSVLTConfig",
-    "AutoModel": "modeling_hsvlt.HSVLTModel",
-    "AutoModelForImageClassification": "modeling_hsvlt.HSVLTForMultiLabelClassification",
-}
 
 HSVLTConfig.register_for_auto_class()
 HSVLTModel.register_for_auto_class("AutoModel")

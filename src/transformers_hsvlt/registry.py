@@ -150,7 +150,7 @@ class Architecture:
 
 
 _BUILTIN_ENTRIES = {
-    "hsvlt": "transformers_hsvlt.architecture_hsvlt:ARCHITECTURE",
+    "hsvlt": "transformers_hsvlt.hsvlt.architecture:ARCHITECTURE",
     "msrn": "transformers_hsvlt.msrn.architecture:ARCHITECTURE",
     "patchct": "transformers_hsvlt.patchct.architecture:ARCHITECTURE",
     "pvlr": "transformers_hsvlt.pvlr.architecture:ARCHITECTURE",

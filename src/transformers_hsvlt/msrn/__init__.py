@@ -1,25 +1,5 @@
-"""MSRN (Multi-layered Semantic Representation Network, Qu et al., arXiv 2106.11596) as a member of the family.
-
-`configuration_msrn` and `modeling_msrn` (with the shared `multilabel_losses`) are the remote code saved with every
-checkpoint; `label_graph` (label statistics and the authors' `.pkl` files), `conversion` (ResNet weights and the
-authors' checkpoints) and `architecture` (the registry entry) are toolkit code. See `docs/msrn.md`.
-"""
-
-from .configuration_msrn import MSRNConfig
-from .modeling_msrn import (
-    MSRNForMultiLabelClassification,
-    MSRNModel,
-    MSRNModelOutput,
-    MSRNMultiLabelClassifierOutput,
-    MSRNPreTrainedModel,
-)
-
-
-__all__ = [
-    "MSRNConfig",
-    "MSRNForMultiLabelClassification",
-    "MSRNModel",
-    "MSRNModelOutput",
-    "MSRNMultiLabelClassifierOutput",
-    "MSRNPreTrainedModel",
-]
+"""MSRN's toolkit code (Multi-layered Semantic Representation Network, Qu et al., arXiv 2106.11596): its registry
+entry (`architecture`), label statistics and the authors' `.pkl` files (`label_graph`), ResNet weights and the
+authors' checkpoints (`conversion`), its training augmentation (`augmentation`). Its remote code
+(`configuration_msrn`, `modeling_msrn`, `modeling_msrn_graph`) sits with the family's at the top of the package.
+See `docs/msrn.md`."""

@@ -3,11 +3,11 @@ recipes, model building, conversion of the authors' checkpoints, heatmaps, paper
 
 import torch
 
-from ..data.augmentation import MultiScaleCropAugmentation
+from ..configuration_msrn import MSRNConfig
+from ..modeling_msrn import NUM_LEVELS, MSRNForMultiLabelClassification, MSRNModel
 from ..registry import Architecture, LabelSide, Paper, Preset
-from .configuration_msrn import MSRNConfig
+from .augmentation import MultiScaleCropAugmentation
 from .conversion import IMAGE_PROCESSOR_DEFAULTS, convert_msrn_checkpoint, load_resnet_weights, resnet_config_values
-from .modeling_msrn import NUM_LEVELS, MSRNForMultiLabelClassification, MSRNModel
 
 
 AUTHORS_SGD = dict(

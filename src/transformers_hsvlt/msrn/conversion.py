@@ -33,12 +33,12 @@ import torch
 from transformers import ResNetConfig, ResNetModel
 from transformers.models.resnet.modeling_resnet import ResNetPreTrainedModel
 
+from ..configuration_msrn import MSRNConfig
 from ..data.label_files import read_label_names
+from ..modeling_msrn import MSRNForMultiLabelClassification, MSRNModel
 from ..registry import LabelCooccurrence
 from ..weights.state_dict import check_state_dict, listed_keys, load_state_dict_file
-from .configuration_msrn import MSRNConfig
 from .label_graph import load_cooccurrence, load_word_vectors
-from .modeling_msrn import MSRNForMultiLabelClassification, MSRNModel
 
 
 IMAGE_PROCESSOR_DEFAULTS = {

@@ -2,9 +2,11 @@
 
 import torch
 
+from ..configuration_patchct import PatchCTConfig
 from ..data.augmentation import TrainAugmentation
+from ..modeling_patchct import PatchCTForMultiLabelClassification, PatchCTModel
 from ..registry import Architecture, Paper, Preset
-from .clip_backbone import (
+from ..weights.clip import (
     CLIP_IMAGE_PROCESSOR_DEFAULTS,
     DEFAULT_BACKBONE,
     TINY_PROMPT_TEMPLATE,
@@ -14,8 +16,6 @@ from .clip_backbone import (
     describe_clip_towers,
     patch_token_map,
 )
-from .configuration_patchct import PatchCTConfig
-from .modeling_patchct import PatchCTForMultiLabelClassification, PatchCTModel
 
 
 PAPER_RECIPE = {

@@ -2,8 +2,11 @@
 
 import torch
 
+from ..configuration_pvlr import PVLRConfig
 from ..data.augmentation import TrainAugmentation
-from ..patchct.clip_backbone import (
+from ..modeling_pvlr import PVLRForMultiLabelClassification, PVLRModel
+from ..registry import Architecture, Paper, Preset
+from ..weights.clip import (
     CLIP_IMAGE_PROCESSOR_DEFAULTS,
     DEFAULT_BACKBONE,
     TINY_PROMPT_TEMPLATE,
@@ -13,9 +16,6 @@ from ..patchct.clip_backbone import (
     describe_clip_towers,
     patch_token_map,
 )
-from ..registry import Architecture, Paper, Preset
-from .configuration_pvlr import PVLRConfig
-from .modeling_pvlr import PVLRForMultiLabelClassification, PVLRModel
 
 
 PAPER_RECIPE = {

@@ -1,5 +1,6 @@
-"""Weights: the one state-dict layer (`state_dict`), pretrained backbones (`convnext`) and the conversions of the
-authors' checkpoints (`hsvlt_authors`; other architectures' converters live in their folders)."""
+"""Weights: the one state-dict layer (`state_dict`) and the CLIP towers' weights shared by PatchCT and PVLR
+(`clip`). Each architecture's own backbone weights and the conversion of its authors' checkpoints live in its folder
+(`hsvlt/backbone.py`, `hsvlt/conversion.py`, `msrn/conversion.py`)."""
 
 from .state_dict import (
     StateDictDifferences,

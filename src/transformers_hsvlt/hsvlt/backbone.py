@@ -18,7 +18,7 @@ Sources:
 - a state dict in either format.
 
 ```python
->>> from transformers_hsvlt.weights.convnext import build_hsvlt_from_convnext
+>>> from transformers_hsvlt.hsvlt.backbone import build_hsvlt_from_convnext
 
 >>> model = build_hsvlt_from_convnext(
 ...     "facebook/convnext-small-384-22k-1k", "data/voc2007/label.txt", "data/voc2007/bert.npy"
@@ -42,8 +42,8 @@ from ..configuration_hsvlt import HSVLTConfig
 from ..data.label_files import read_label_names
 from ..label_embeddings import load_label_embeddings
 from ..modeling_hsvlt import HSVLTForMultiLabelClassification, HSVLTModel
-from .hsvlt_authors import UNUSED_KEY_PATTERN, rename_authors_key
-from .state_dict import check_pretrained_name, load_state_dict_file, state_dict_differences
+from ..weights.state_dict import check_pretrained_name, load_state_dict_file, state_dict_differences
+from .conversion import UNUSED_KEY_PATTERN, rename_authors_key
 
 
 logger = logging.get_logger(__name__)

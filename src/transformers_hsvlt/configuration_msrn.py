@@ -87,7 +87,7 @@ class MSRNConfig(PreTrainedConfig):
     Example:
 
     ```python
-    >>> from transformers_hsvlt.msrn import MSRNConfig, MSRNForMultiLabelClassification
+    >>> from transformers_hsvlt import MSRNConfig, MSRNForMultiLabelClassification
 
     >>> config = MSRNConfig(id2label=dict(enumerate(["cat", "dog", "person", "car", "tree"])), num_groups=2)
     >>> model = MSRNForMultiLabelClassification(config)

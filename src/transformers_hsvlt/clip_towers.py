@@ -5,8 +5,8 @@ CLIP's linear projection to the joint space. The label names enter as tokenized 
 persistent buffers of the base model (`class_input_ids`, `class_attention_mask`, ...) so that a checkpoint holds
 everything it needs for its trained labels; `set_class_names(names, tokenizer)` replaces them with any other names.
 
-Remote code: this module imports only torch and transformers. It lives in `patchct/` and is linked into `pvlr/` (a
-relative symlink), so that a saved checkpoint of either model holds a copy of it.
+Remote code: this module imports only torch and transformers (and its siblings), so that a saved checkpoint of either
+model holds a copy of it.
 """
 
 from collections.abc import Sequence
@@ -302,14 +302,6 @@ class CLIPTowersPreTrainedModel(FamilyPreTrainedModel):
             init.constant_(module.logit_scale, self.config.logit_scale_init_value)
             if module.logit_bias is not None:
                 init.constant_(module.logit_bias, self.config.logit_bias_init_value)
-
-    remote_code_auto_map: dict[str, str] = {}
-    """The `auto_map` of saved checkpoints: Auto class -> `module.Class` of the remote code."""
-
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """Save as a self-contained remote-code checkpoint (`config.auto_map` = `remote_code_auto_map`)."""
-        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **self.remote_code_auto_map}
-        super().save_pretrained(save_directory, *args, **kwargs)
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):

@@ -2,7 +2,7 @@
 
 The authors' state dict uses ConvNeXt's original names (`downsample_layers`, `stages.{s}.{b}`) plus `attn`, `res_gate`,
 `langs` and `text_head2`; see `docs/hsvlt.md`. Keys their forward never uses are dropped. The same
-renaming serves the original ConvNeXt `.pth` format (see `weights/convnext.py`), whose keys are the visual part of theirs.
+renaming serves the original ConvNeXt `.pth` format (see `hsvlt/backbone.py`), whose keys are the visual part of theirs.
 
 ```bash
 hsvlt-convert best_model.pth --labels data/coco/label.txt --label-embeddings data/coco/bert.npy --output hsvlt-s-coco
@@ -18,12 +18,12 @@ from ..configuration_hsvlt import HSVLTConfig
 from ..data.label_files import read_label_names
 from ..label_embeddings import load_label_embeddings
 from ..modeling_hsvlt import HSVLTForMultiLabelClassification
-from .state_dict import check_state_dict, listed_keys, load_state_dict_file
+from ..weights.state_dict import check_state_dict, listed_keys, load_state_dict_file
 
 
 _CONVNEXT_HINT = (
     ". It looks like a plain ConvNeXt checkpoint (no label projections or head): start a new HSVLT from it with "
-    "`transformers_hsvlt.weights.convnext.build_hsvlt_from_convnext` and train it."
+    "`transformers_hsvlt.hsvlt.backbone.build_hsvlt_from_convnext` and train it."
 )
 
 UNUSED_KEY_PATTERN = re.compile(r"^(norm|head|attn|fuse)\.|^stages\.\d+\.\d+\.(mlp|norm2)\.")

@@ -45,7 +45,7 @@ class PVLRConfig(CLIPTowersConfig):
     Example:
 
     ```python
-    >>> from transformers_hsvlt.pvlr import PVLRConfig, PVLRForMultiLabelClassification
+    >>> from transformers_hsvlt import PVLRConfig, PVLRForMultiLabelClassification
 
     >>> config = PVLRConfig(id2label={0: "cat", 1: "dog"})
     >>> model = PVLRForMultiLabelClassification(config)  # random CLIP towers; see `set_class_names`

@@ -1,6 +1,6 @@
 """The configuration shared by the CLIP-based members of the family (PatchCT, PVLR).
 
-Remote code: imports only transformers. It lives in `patchct/` and is linked into `pvlr/` (a relative symlink).
+Remote code: imports only transformers; a sibling of the PatchCT and PVLR configs, copied into their checkpoints.
 """
 
 from huggingface_hub.dataclasses import strict

@@ -172,6 +172,11 @@ class MSRNPreTrainedModel(FamilyPreTrainedModel):
     config_class = MSRNConfig
     config: MSRNConfig
     base_model_prefix = "msrn"
+    remote_code_auto_map = {
+        "AutoConfig": "configuration_msrn.MSRNConfig",
+        "AutoModel": "modeling_msrn.MSRNModel",
+        "AutoModelForImageClassification": "modeling_msrn.MSRNForMultiLabelClassification",
+    }
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     accepts_loss_kwargs = False
@@ -197,11 +202,6 @@ class MSRNPreTrainedModel(FamilyPreTrainedModel):
         elif isinstance(module, MSRNModel):
             for buffer_conv in module.level_buffers:
                 init.kaiming_normal_(buffer_conv.weight, mode="fan_out", nonlinearity="relu")
-
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """Save as a self-contained remote-code checkpoint (see `AUTO_MAP`)."""
-        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **AUTO_MAP}
-        super().save_pretrained(save_directory, *args, **kwargs)
 
 
 class MSRNModel(MSRNPreTrainedModel):
@@ -391,12 +391,6 @@ class MSRNForMultiLabelClassification(MSRNPreTrainedModel):
         """As [`MSRNModel.set_label_graph`]."""
         self.msrn.set_label_graph(label_embeddings, cooccurrence, names)
 
-
-AUTO_MAP = {
-    "AutoConfig": "configuration_msrn.MSRNConfig",
-    "AutoModel": "modeling_msrn.MSRNModel",
-    "AutoModelForImageClassification": "modeling_msrn.MSRNForMultiLabelClassification",
-}
 
 MSRNConfig.register_for_auto_class()
 MSRNModel.register_for_auto_class("AutoModel")

@@ -2,12 +2,12 @@
 
 import torch
 
-from .configuration_hsvlt import HSVLTConfig
-from .data.augmentation import TrainAugmentation
-from .modeling_hsvlt import HSVLTForMultiLabelClassification, HSVLTModel
-from .registry import Architecture, LabelSide, Paper, Preset
-from .weights.convnext import CONVNEXT_DEFINED_FIELDS, build_hsvlt_from_convnext
-from .weights.hsvlt_authors import convert_authors_checkpoint
+from ..configuration_hsvlt import HSVLTConfig
+from ..data.augmentation import TrainAugmentation
+from ..modeling_hsvlt import HSVLTForMultiLabelClassification, HSVLTModel
+from ..registry import Architecture, LabelSide, Paper, Preset
+from .backbone import CONVNEXT_DEFINED_FIELDS, build_hsvlt_from_convnext
+from .conversion import convert_authors_checkpoint
 
 
 PRESETS = {

@@ -43,7 +43,7 @@ class PatchCTConfig(CLIPTowersConfig):
     Example:
 
     ```python
-    >>> from transformers_hsvlt.patchct import PatchCTConfig, PatchCTForMultiLabelClassification
+    >>> from transformers_hsvlt import PatchCTConfig, PatchCTForMultiLabelClassification
 
     >>> config = PatchCTConfig(id2label={0: "cat", 1: "dog"})
     >>> model = PatchCTForMultiLabelClassification(config)  # random CLIP towers; see `set_class_names`

@@ -1,1 +1,0 @@
-../modeling_family.py

@@ -1,1 +1,0 @@
-../multilabel_losses.py

@@ -1,1 +1,0 @@
-../patchct/clip_towers.py

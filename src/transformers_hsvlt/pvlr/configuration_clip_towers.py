@@ -1,1 +1,0 @@
-../patchct/configuration_clip_towers.py
