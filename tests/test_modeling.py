@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from conftest import tiny_config
 from reference_hsvlt import random_authors_state_dict, reference_logits
+from safetensors.torch import save_file
 
 from transformers_hsvlt import HSVLTConfig, HSVLTForMultiLabelClassification, HSVLTModel
 from transformers_hsvlt.hsvlt.conversion import convert_authors_state_dict
@@ -69,9 +70,10 @@ def test_base_model_outputs(config):
 
 
 def test_hsvlt_s_parameter_count():
-    """HSVLT-S with 80 labels has exactly the parameters the authors' forward uses (label embeddings are a buffer)."""
+    """HSVLT-S with 80 labels has exactly the parameters that reach the authors' logits (label embeddings are a buffer):
+    the 97,183,472 their forward uses minus the last block's label gate (2 x 768 x 768)."""
     model = HSVLTForMultiLabelClassification(HSVLTConfig(num_labels=80))
-    assert sum(p.numel() for p in model.parameters()) == 97_183_472
+    assert sum(p.numel() for p in model.parameters()) == 97_183_472 - 2 * 768 * 768
     assert model.hsvlt.label_embeddings.weight.shape == (80, 768)
     assert "hsvlt.label_embeddings.weight" in model.state_dict()
 
@@ -405,3 +407,35 @@ def test_gradient_checkpointing_gives_same_gradients(config):
     assert checkpointed.keys() == plain.keys()
     for name, expected in plain.items():
         torch.testing.assert_close(checkpointed[name], expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("model_class", [HSVLTModel, HSVLTForMultiLabelClassification])
+def test_builds_on_the_meta_device(config, model_class):
+    with torch.device("meta"):
+        model = model_class(config)
+    assert all(parameter.is_meta for parameter in model.parameters())
+
+
+@pytest.mark.parametrize("overrides", [{}, {"depths": [2, 1], "hidden_sizes": [6, 12], "num_attention_heads": 2}])
+def test_every_parameter_receives_a_gradient_from_the_loss(overrides):
+    model = build(tiny_config(**overrides)).train()
+    model(torch.rand(2, 3, 64, 64), labels=torch.randint(0, 2, (2, 5)).float()).loss.backward()
+    without = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert without == []
+    assert model.hsvlt.encoder.stages[-1].layers[-1].label_gate is None
+    assert all(layer.label_gate is not None for stage in model.hsvlt.encoder.stages[:-1] for layer in stage.layers)
+
+
+def test_checkpoints_with_the_unused_last_gate_still_load(config, tmp_path):
+    model = build(config)
+    model.save_pretrained(tmp_path)
+    state = model.state_dict()
+    last = f"hsvlt.encoder.stages.{config.num_stages - 1}.layers.{config.depths[-1] - 1}.label_gate"
+    state[f"{last}.hidden.weight"] = torch.randn(32, 32)
+    state[f"{last}.output.weight"] = torch.randn(32, 32)
+    save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "model.safetensors")
+    loaded, info = HSVLTForMultiLabelClassification.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["unexpected_keys"] and not info["missing_keys"]
+    pixel_values = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(pixel_values).logits, model(pixel_values).logits)

@@ -76,7 +76,10 @@ class HSVLTLabelEmbeddings(nn.Module):
 
 
 class HSVLTPreTrainedModel(FamilyPreTrainedModel):
-    """Weight initialisation and the common interface of HSVLT models."""
+    """Weight initialisation and the common interface of HSVLT models.
+
+    Checkpoints saved before the model's last block lost its label gate (its output reached nothing) still load: the
+    gate's weights are ignored without a warning."""
 
     config_class = HSVLTConfig
     config: HSVLTConfig
@@ -90,6 +93,7 @@ class HSVLTPreTrainedModel(FamilyPreTrainedModel):
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
     _no_split_modules = ["HSVLTLayer"]
+    _keys_to_ignore_on_load_unexpected = [r"encoder\.stages\.\d+\.layers\.\d+\.label_gate\."]
     accepts_loss_kwargs = False
     """The loss is a mean over the batch and forward takes no loss keyword arguments (`num_items_in_batch`): a plain
     `Trainer` divides it by the gradient-accumulation steps, so that accumulating equals one larger batch."""

@@ -23,7 +23,7 @@ class HSVLTModelOutput(ModelOutput):
         last_hidden_state (`torch.FloatTensor` of shape `(batch_size, hidden_sizes[-1], height / 32, width / 32)`):
             Visual feature map of the last stage.
         label_features (`torch.FloatTensor` of shape `(batch_size, num_labels, hidden_sizes[-1])`):
-            Label features after the last block.
+            Label features after the last block's residual `t + m` (the last block has no label gate).
         multimodal_features (`tuple(torch.FloatTensor)`, one per stage, of shape `(batch_size, num_labels, hidden_sizes[i])`):
             Per-label multi-modal feature of the last block of every stage (the input of Cross-Scale Aggregation).
         hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned when `output_hidden_states=True`):
@@ -297,6 +297,8 @@ class HSVLTLayer(GradientCheckpointingLayer, ConvNextLayer):
     One HSVLT block: transformers' ConvNeXt block on the visual map (`ConvNextLayer`: dwconv 7x7, LayerNorm, Linear
     4x, GELU, Linear, layer scale, drop path, residual), then IVLA from the label features to the block's output
     tokens and the label update `t <- t + drop_path(m)`, `t <- t + gate(t) * t`. The visual map is not changed by IVLA.
+    The last block of the model has no gate (`label_gate=False`): its gated label features would reach no output (the
+    authors' model has one, never used; see `docs/hsvlt.md`).
 
     Memory layout: the channels-first LayerNorms (stem, downsampling) return maps stored channels-last (NHWC), so from
     the stem on the visual maps are channels-last in memory whatever the layout of the input, and the permutes to
@@ -304,11 +306,11 @@ class HSVLTLayer(GradientCheckpointingLayer, ConvNextLayer):
     with channels-last `pixel_values` also removes the copies before the stem LayerNorm and of the downsampling weights.
     """
 
-    def __init__(self, config: HSVLTConfig, dim: int, drop_path: float = 0.0):
+    def __init__(self, config: HSVLTConfig, dim: int, drop_path: float = 0.0, label_gate: bool = True):
         super().__init__(config, dim, drop_path)
         self.layernorm.eps = config.layer_norm_eps
         self.label_attention = HSVLTVisualLinguisticAttention(config, dim)
-        self.label_gate = HSVLTLabelResidualGate(dim)
+        self.label_gate = HSVLTLabelResidualGate(dim) if label_gate else None
 
     def forward(
         self, hidden_states: torch.Tensor, label_features: torch.Tensor, output_attentions: bool = False
@@ -324,13 +326,16 @@ class HSVLTLayer(GradientCheckpointingLayer, ConvNextLayer):
         hidden_states = ConvNextLayer.forward(self, hidden_states)
         visual_tokens = hidden_states.permute(0, 2, 3, 1).flatten(1, 2)
         multimodal_features, attention_probs = self.label_attention(label_features, visual_tokens, output_attentions)
-        label_features = self.label_gate(label_features + self.drop_path(multimodal_features))
+        label_features = label_features + self.drop_path(multimodal_features)
+        if self.label_gate is not None:
+            label_features = self.label_gate(label_features)
         return hidden_states, label_features, multimodal_features, attention_probs
 
 
 class HSVLTStage(nn.Module):
     """A stage: downsampling (LayerNorm + Conv2d k=2 s=2, except for the first stage), the projection of the incoming
-    label features to the stage width (the authors' `langs.{i}`), and `depth` [`HSVLTLayer`]s."""
+    label features to the stage width (the authors' `langs.{i}`), and `depth` [`HSVLTLayer`]s, the last one without
+    label gate unless `last_label_gate` (false for the model's last stage)."""
 
     def __init__(
         self,
@@ -340,6 +345,7 @@ class HSVLTStage(nn.Module):
         in_label_size: int,
         downsample: bool,
         drop_path_rates,
+        last_label_gate: bool = True,
     ):
         super().__init__()
         self.downsampling_layer = nn.ModuleList(
@@ -351,7 +357,10 @@ class HSVLTStage(nn.Module):
             else []
         )
         self.label_projection = nn.Linear(in_label_size, out_channels)
-        self.layers = nn.ModuleList([HSVLTLayer(config, out_channels, rate) for rate in drop_path_rates])
+        gates = [True] * (len(drop_path_rates) - 1) + [last_label_gate]
+        self.layers = nn.ModuleList(
+            [HSVLTLayer(config, out_channels, rate, gate) for rate, gate in zip(drop_path_rates, gates)]
+        )
 
     def forward(self, hidden_states: torch.Tensor, label_features: torch.Tensor, output_attentions: bool = False):
         """Returns `(hidden_states, label_features, multimodal_features of the last block, attention maps per block)`."""
@@ -373,11 +382,21 @@ class HSVLTEncoder(nn.Module):
 
     def __init__(self, config: HSVLTConfig):
         super().__init__()
-        drop_path_rates = torch.linspace(0, config.drop_path_rate, sum(config.depths)).split(config.depths)
+        drop_path_rates = torch.linspace(0, config.drop_path_rate, sum(config.depths), device="cpu").split(
+            config.depths
+        )
         in_sizes = [config.hidden_sizes[0]] + list(config.hidden_sizes[:-1])
         in_label_sizes = [config.label_embedding_size] + list(config.hidden_sizes[:-1])
         self.stages = nn.ModuleList(
-            HSVLTStage(config, in_size, out_size, label_size, downsample=index > 0, drop_path_rates=rates.tolist())
+            HSVLTStage(
+                config,
+                in_size,
+                out_size,
+                label_size,
+                downsample=index > 0,
+                drop_path_rates=rates.tolist(),
+                last_label_gate=index < config.num_stages - 1,
+            )
             for index, (in_size, out_size, label_size, rates) in enumerate(
                 zip(in_sizes, config.hidden_sizes, in_label_sizes, drop_path_rates)
             )

@@ -1,7 +1,8 @@
 """Conversion of the authors' HSVLT checkpoints (github.com/NaturalKnight/HSVLT, `models/hsvlt.py`) to ours.
 
 The authors' state dict uses ConvNeXt's original names (`downsample_layers`, `stages.{s}.{b}`) plus `attn`, `res_gate`,
-`langs` and `text_head2`; see `docs/hsvlt.md`. Keys their forward never uses are dropped. The same
+`langs` and `text_head2`; see `docs/hsvlt.md`. Keys their forward never uses are dropped, and so is the last block's
+`res_gate`, whose output reaches no logit. The same
 renaming serves the original ConvNeXt `.pth` format (see `hsvlt/backbone.py`), whose keys are the visual part of theirs.
 
 ```bash
@@ -84,8 +85,9 @@ def convert_authors_state_dict(state_dict: dict[str, torch.Tensor]) -> tuple[dic
         separate `.npy`), and the authors' keys that are neither part of the architecture nor known-unused.
     """
     converted, unexpected = {}, []
+    last_gate = _last_block_gate_prefix(state_dict)
     for key, tensor in state_dict.items():
-        if UNUSED_KEY_PATTERN.match(key):
+        if UNUSED_KEY_PATTERN.match(key) or key.startswith(last_gate):
             continue
         new_key = rename_authors_key(key)
         if new_key is None:
@@ -95,6 +97,15 @@ def convert_authors_state_dict(state_dict: dict[str, torch.Tensor]) -> tuple[dic
             tensor = tensor.squeeze(-1)  # Conv1d with kernel 1 == Linear
         converted[new_key] = tensor
     return converted, unexpected
+
+
+def _last_block_gate_prefix(state_dict: dict[str, torch.Tensor]) -> str:
+    """The key prefix of the model's last block's `res_gate`: its output reaches no logit, so ours has no such gate."""
+    blocks = [tuple(map(int, match.groups())) for key in state_dict if (match := _GAMMA_KEY.match(key))]
+    if not blocks:
+        return "stages.-"
+    stage = max(stage for stage, _ in blocks)
+    return f"stages.{stage}.{max(block for block_stage, block in blocks if block_stage == stage)}.res_gate."
 
 
 def infer_config_from_authors_state_dict(
