@@ -13,6 +13,7 @@ import torch
 from transformers import HfArgumentParser, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy
 
+from ..cli.common import RuntimeArguments
 from ..data import DataArguments
 from ..multilabel_losses import MULTILABEL_LOSSES
 from ..registry import Architecture, get_architecture
@@ -110,8 +111,9 @@ class ModelArguments:
 
 
 @dataclass
-class OutputArguments:
-    """What happens to the output directory and the terminal."""
+class OutputArguments(RuntimeArguments):
+    """How the run uses this machine (`--threads`, as in `hsvlt-predict` and `hsvlt-eval`), what happens to the
+    output directory and the terminal."""
 
     overwrite_output_dir: bool = field(
         default=False,
