@@ -31,6 +31,9 @@ COMMON_TRAINING_DEFAULTS = dict(
     report_to="none",
     dataloader_pin_memory=torch.cuda.is_available(),
     seed=1,  # HSVLT's authors'; also the seed of the digits canvases, which `hsvlt-eval --seed` defaults to
+    # deterministic algorithms (`torch.use_deterministic_algorithms`) where they exist for every op: on CPU; CUDA lacks
+    # some (e.g. the backward of adaptive pooling), and a GPU run would fail on them
+    full_determinism=not torch.cuda.is_available(),
 )
 
 
