@@ -35,3 +35,28 @@ def config():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def assert_same_update(before: dict, after: dict, expected_after: dict) -> None:
+    """`after - before` equals `expected_after - before` for every floating-point tensor of `expected_after`, at any
+    thread count. Comparing the updates (not the weights) sees a factor 2 on a small update. Two roundings bound the
+    per-element tolerance: each weight is stored to half an ulp of its magnitude, so the recovered update is off by up
+    to float32's eps times the weight (2 eps |weight|); and the gradients are sums whose order depends on the batch
+    split and on the threads' shares, off by 1e-3 of the element's own update plus a few hundred eps of the model's
+    largest update (1e-5 of it: a gradient whose terms cancel, like a key projection's bias under softmax, keeps only
+    that noise)."""
+    updates = {
+        name: (after[name] - before[name], expected - before[name])
+        for name, expected in expected_after.items()
+        if expected.is_floating_point()
+    }
+    largest_update = max(expected_update.abs().max() for _, expected_update in updates.values())
+    for name, (update, expected_update) in updates.items():
+        eps = torch.finfo(expected_update.dtype).eps
+        weight = torch.maximum(before[name].abs(), expected_after[name].abs())
+        tolerance = 1e-3 * expected_update.abs() + 1e-5 * largest_update + 2 * eps * weight
+        excess = (update - expected_update).abs() - tolerance
+        assert excess.max() <= 0, (
+            f"{name}: updates differ by {(update - expected_update).abs().max():.3g} at most, tolerance exceeded by "
+            f"{excess.max():.3g} (its largest update {expected_update.abs().max():.3g}, the model's {largest_update:.3g})"
+        )

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import assert_same_update
 from reference_msrn import random_cooccurrence, single_thread, tiny_msrn_config  # noqa: F401 (single_thread: an autouse fixture)
 from transformers import Trainer, TrainingArguments
 
@@ -61,8 +62,7 @@ def test_gradient_accumulation_equals_the_whole_batch(tmp_path):
     initial = MSRNForMultiLabelClassification(tiny_msrn_config(5, 2)).state_dict()
     assert not torch.allclose(whole["head.hidden.weight"], initial["head.hidden.weight"])  # the step moved it
     assert not torch.allclose(whole["msrn.label_semantics.0.weight"], initial["msrn.label_semantics.0.weight"])
-    for name, parameter in whole.items():
-        torch.testing.assert_close(accumulated[name], parameter, rtol=1e-5, atol=1e-6, msg=name)
+    assert_same_update(initial, accumulated, whole)
 
 
 def test_registry_entry_builds_the_tiny_preset_on_digits():

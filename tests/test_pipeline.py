@@ -65,6 +65,23 @@ def test_pipeline_pixels_are_the_toolkits_not_pillows(checkpoint, tmp_path):
         assert (pipeline_pixels - pillow_pixels).abs().max() > 0.2  # clipped 16-bit values, black transparency
 
 
+def test_top_k_none_returns_every_label(tmp_path):
+    """More labels than transformers' default top 5: `top_k=None`, given to `pipeline` or to the call, ranks all."""
+    names = [f"label{index}" for index in range(7)]
+    config = HSVLTConfig(
+        depths=[1, 1], hidden_sizes=[8, 16], label_embedding_size=4, id2label=dict(enumerate(names)), image_size=32
+    )
+    prepare_for_push(
+        HSVLTForMultiLabelClassification(config).eval(), HSVLTImageProcessor(size={"height": 32, "width": 32}), tmp_path
+    )
+    image = Image.new("RGB", (40, 30), "gray")
+    every = pipeline("image-classification", model=str(tmp_path), trust_remote_code=True, top_k=None)(image)
+    assert sorted(label["label"] for label in every) == names
+    assert [label["score"] for label in every] == sorted((label["score"] for label in every), reverse=True)
+    default = pipeline("image-classification", model=str(tmp_path), trust_remote_code=True)
+    assert len(default(image)) == 5 and len(default(image, top_k=None)) == 7 and len(default(image, top_k=2)) == 2
+
+
 def test_nan_weights_and_pixels_are_refused_by_the_python_api(checkpoint, tmp_path):
     from safetensors.torch import load_file, save_file
 

@@ -51,11 +51,18 @@ def test_a_registered_architecture_trains_evaluates_and_predicts_through_the_com
 
     json_path = tmp_path / "eval.json"
     assert eval_cli.main([str(output), "--digits_test_size", "16", "--json", str(json_path), "--quiet"]) == 0
-    assert "mAP:" in capsys.readouterr().out
+    printed_eval = capsys.readouterr().out
+    assert "mAP:" in printed_eval
     evaluated = json.loads(json_path.read_text())
     trained = json.loads((output / "eval_results.json").read_text())
     assert evaluated["mAP"] == pytest.approx(trained["mAP"], abs=1e-4)  # one evaluation loop for both
-    assert set(evaluated) == set(trained) - {"chance_mAP"}  # one writer for both
+    assert evaluated.keys() == trained.keys()  # one writer for both, the chance level included
+    numbers = [name for name, value in trained.items() if isinstance(value, float)]
+    assert {name: evaluated[name] for name in numbers} == pytest.approx(
+        {name: trained[name] for name in numbers}, abs=1e-4
+    )
+    assert evaluated["per_class_AP"] == pytest.approx(trained["per_class_AP"], abs=1e-4, nan_ok=True)
+    assert f"chance-level mAP of this split: {trained['chance_mAP']:.2f}" in printed_eval
 
     examples = sorted(str(path) for path in (output / "examples").glob("*.png"))
     assert predict_cli.main([str(output), *examples[:2], "--threshold", "0", "--top_k", "2", "--json"]) == 0

@@ -528,6 +528,26 @@ def test_heatmaps_of_images_with_the_same_file_name(checkpoint, images, tmp_path
     assert len(list((tmp_path / "two").iterdir())) == 2 * per_image
 
 
+def test_heatmaps_into_a_non_empty_directory_need_the_overwrite_flag(checkpoint, images, tmp_path, capsys):
+    """The quick start's `hsvlt-predict ... --heatmaps DIR` run twice: the second run is refused, one line, exit 2,
+    nothing written, unless `--overwrite_output_dir`."""
+    heatmaps = tmp_path / "heatmaps"
+    arguments = [checkpoint, images[0], "--threshold", "0", "--top_k", "1", "--heatmaps", heatmaps]
+    assert run("hsvlt-predict", arguments, capsys)[0] == 0
+    written = {path: path.stat().st_mtime_ns for path in heatmaps.iterdir()}
+    code, out, err = run("hsvlt-predict", arguments, capsys)
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [
+        f"hsvlt-predict: error: --heatmaps {heatmaps} is not empty (it holds "
+        f"{', '.join(sorted(path.name for path in written))}): pass --overwrite_output_dir to replace it, or choose "
+        "another directory."
+    ]
+    assert {path: path.stat().st_mtime_ns for path in heatmaps.iterdir()} == written
+    code, out, err = run("hsvlt-predict", [*arguments, "--overwrite_output_dir"], capsys)
+    assert code == 0 and str(images[0]) in out, err
+    assert set(heatmaps.iterdir()) == set(written)
+
+
 def test_unwritable_heatmaps_lose_no_prediction(checkpoint, images, tmp_path, capsys):
     blocked = tmp_path / "heatmaps"
     blocked.write_text("a file where the heatmap directory should go")

@@ -180,10 +180,17 @@ def check_output_directory(output_dir: str | os.PathLike, overwrite: bool, flag:
         raise ValueError(f"{flag} {output_dir}: {existing} is a file, not a directory.")
     if not os.access(existing, os.W_OK):
         raise ValueError(f"{flag} {output_dir}: permission denied.")
+    check_empty_directory(output_dir, overwrite, flag)
+
+
+def check_empty_directory(directory: str | os.PathLike, overwrite: bool, flag: str) -> None:
+    """Refuse a `directory` that already holds files, unless `overwrite`: a command never writes over another run's
+    output unasked."""
+    path = Path(directory)
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         names = sorted(entry.name for entry in path.iterdir())
         raise ValueError(
-            f"{flag} {output_dir} is not empty (it holds {', '.join(names[:4])}{', ...' if len(names) > 4 else ''}): "
+            f"{flag} {directory} is not empty (it holds {', '.join(names[:4])}{', ...' if len(names) > 4 else ''}): "
             "pass --overwrite_output_dir to replace it, or choose another directory."
         )
 

@@ -10,7 +10,7 @@ sigmoid of each label's logit (multi-label), as for every `multi_label_classific
 Open-vocabulary checkpoints (PatchCT, PVLR: their class names go through a text tower, and they carry the tokenizer
 of their class names) also score label names given at call time, as transformers' zero-shot pipelines do:
 `classifier("photo.jpg", candidate_labels=["cat", "dog", "bicycle"])`, each with its own sigmoid score (not a
-softmax over the candidates: several can be present).
+softmax over the candidates: several can be present). `top_k=None` returns every label, ranked.
 """
 
 import numpy as np
@@ -28,6 +28,8 @@ class MultiLabelImageClassificationPipeline(ImageClassificationPipeline):
 
     def _sanitize_parameters(self, candidate_labels=None, **kwargs):
         preprocess, forward, postprocess = super()._sanitize_parameters(**kwargs)
+        if "top_k" in kwargs and kwargs["top_k"] is None:  # every label; transformers' pipeline would keep 5
+            postprocess["top_k"] = None
         if candidate_labels is not None:
             names = candidate_labels.split(",") if isinstance(candidate_labels, str) else list(candidate_labels)
             forward["candidate_labels"] = postprocess["candidate_labels"] = [name.strip() for name in names]
@@ -51,6 +53,7 @@ class MultiLabelImageClassificationPipeline(ImageClassificationPipeline):
 
     def postprocess(self, model_outputs, function_to_apply=None, top_k=5, candidate_labels=None):
         if candidate_labels is None:
+            top_k = self.model.config.num_labels if top_k is None else top_k
             return super().postprocess(model_outputs, function_to_apply=function_to_apply, top_k=top_k)
         scores = torch.sigmoid(model_outputs["logits"][0].float()).tolist()
         ranked = sorted(zip(candidate_labels, scores), key=lambda pair: -pair[1])

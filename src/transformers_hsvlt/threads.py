@@ -35,10 +35,11 @@ def idle_cpus(sample_seconds: float = 0.5) -> int:
     return max(1, round(idle_share * (os.cpu_count() or 1)))
 
 
-def set_threads(threads: str) -> int:
-    """`torch.set_num_threads` from `--threads`: `auto` (the idle CPUs, see `idle_cpus`) or a positive number."""
+def set_threads(threads: str, processes: int = 1) -> int:
+    """`torch.set_num_threads` from `--threads`: `auto` (the idle CPUs shared by the `processes` of this machine, at
+    least 1 each; see `idle_cpus`) or a positive number."""
     if threads == "auto":
-        count = idle_cpus()
+        count = max(1, idle_cpus() // processes)
     elif threads.isdigit() and int(threads) > 0:
         count = int(threads)
     else:

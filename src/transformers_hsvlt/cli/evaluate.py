@@ -10,7 +10,7 @@ from transformers import HfArgumentParser
 
 from ..checkpoints import load_checkpoint, resolve_device
 from ..data import DataArguments, load_training_data
-from ..evaluation import check_writable, evaluate_all_classes, format_metric_table, write_results
+from ..evaluation import check_writable, evaluate_all_classes, format_extras, format_metric_table, write_results
 from ..evaluation.metrics import format_swept_table, swept_threshold_metrics
 from ..threads import set_threads
 from .common import EXIT_SUCCESS, RuntimeArguments, run_command
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             check_writable(eval_args.json)
         model, processor = load_checkpoint(extra.model, eval_args.device)
         split = load_training_data(data_args, seed=eval_args.seed)["eval"]
-        result, seen_and_unseen = evaluate_all_classes(
+        result, extras = evaluate_all_classes(
             model,
             processor,
             split,
@@ -94,11 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             num_workers=eval_args.num_workers,
         )
         print(format_metric_table(result.metrics, result.class_names))
-        if seen_and_unseen:
-            print(
-                f"\nlabels the model was trained on: mAP {seen_and_unseen['mAP_seen']:.2f}; labels unseen in "
-                f"training: mAP {seen_and_unseen['mAP_unseen']:.2f}"
-            )
+        print("\n" + format_extras(extras))
         swept = (
             swept_threshold_metrics(result.scores, result.targets, eval_args.top_k) if eval_args.swept_threshold else {}
         )
@@ -109,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             for path, reason in result.skipped:
                 print(f"  {path}: {reason}", file=sys.stderr)
         if eval_args.json:
-            write_results(eval_args.json, result, **seen_and_unseen, **swept)
+            write_results(eval_args.json, result, **extras, **swept)
         if eval_args.plots:
             from ..visualization import save_evaluation_plots
 

@@ -2,8 +2,9 @@
 
 IMAGE arguments are paths, globs or URLs. Images are read, predicted and printed batch by batch (memory stays bounded
 however many images are given). An unreadable image is reported on stderr by path and the others still run; the
-exit status is then 1. `--heatmaps DIR` writes, for every image, a figure of its predicted labels' heatmaps
-(`--heatmap_method`, default gradient x input at stage 0) and the raw maps (`.npy`), under names unique per input path; a heatmap that cannot be written is reported without losing
+exit status is then 1. `--heatmaps DIR` (a new or empty directory, unless `--overwrite_output_dir`) writes, for
+every image, a figure of its predicted labels' heatmaps (`--heatmap_method`, default gradient x input at stage 0) and
+the raw maps (`.npy`), under names unique per input path; a heatmap that cannot be written is reported without losing
 the predictions, which are printed first.
 """
 
@@ -16,7 +17,13 @@ from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
 
-from ..checkpoints import checkpoint_architecture, is_open_vocabulary, load_checkpoint, resolve_device
+from ..checkpoints import (
+    check_empty_directory,
+    checkpoint_architecture,
+    is_open_vocabulary,
+    load_checkpoint,
+    resolve_device,
+)
 from ..images import DEFAULT_DOWNLOAD_SECONDS, DEFAULT_MAX_DOWNLOAD_BYTES, ImageLoadError, load_image
 from ..inference import predict
 from ..threads import set_threads
@@ -41,7 +48,14 @@ class PredictArguments:
             "trained ones, e.g. 'cat,dog,bicycle'."
         },
     )
-    heatmaps: str | None = field(default=None, metadata={"help": "Write heatmap figures of the predicted labels here."})
+    heatmaps: str | None = field(
+        default=None,
+        metadata={"help": "Write heatmap figures of the predicted labels into this directory (new or empty)."},
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Write --heatmaps into a non-empty directory (figures of the same names are replaced)."},
+    )
     heatmap_method: str = field(
         default=DEFAULT_METHOD,
         metadata={
@@ -127,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         args, runtime, extra = build_parser().parse_args_into_dataclasses(argv)
         set_threads(runtime.threads)
         resolve_device(args.device)
+        if args.heatmaps:
+            check_empty_directory(args.heatmaps, args.overwrite_output_dir, flag="--heatmaps")
         check_against_checkpoint(extra.model, args)
         model, processor = load_checkpoint(extra.model, args.device)
         if args.labels is not None:

@@ -11,7 +11,7 @@ from .metrics import (
     per_class_by_name,
     sigmoid,
 )
-from .results import check_writable, results_payload, write_results
+from .results import check_writable, format_extras, results_payload, write_results
 
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "compute_metrics_fn",
     "evaluate_all_classes",
     "evaluate_split",
+    "format_extras",
     "format_metric_table",
     "load_multilabel_metric",
     "multilabel_metrics",

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from ..data import get_class_names, multi_hot
+from ..data import chance_level_map, get_class_names, multi_hot
 from ..image_processing_hsvlt import HSVLTImageProcessor
 from ..images import ImageLoadError, load_dataset_image
 from .metrics import multilabel_metrics, seen_and_unseen_map, sigmoid
@@ -123,7 +123,8 @@ def evaluate_all_classes(
     `evaluate_split` on every class of the split. An open-vocabulary model (one with `set_class_names`) whose labels
     are not the split's scores the split's classes for this evaluation (then gets its own labels back), and the mAP
     of the labels it was trained on and of the others is reported apart (`mAP_seen`, `mAP_unseen`: the protocol of
-    NUS-WIDE's 925 seen / 81 unseen labels).
+    NUS-WIDE's 925 seen / 81 unseen labels). The extra numbers returned beside the result hold these and the split's
+    chance-level mAP (`chance_mAP`).
     """
     trained_names = list(model.config.id2label.values())
     class_names = get_class_names(dataset)
@@ -136,4 +137,5 @@ def evaluate_all_classes(
         if relabel:
             model.set_class_names(trained_names, model.class_name_tokenizer)
     unseen = set(class_names) - set(trained_names)
-    return result, (seen_and_unseen_map(result, trained_names) if relabel and unseen else {})
+    extras = {"chance_mAP": chance_level_map(dataset)}
+    return result, {**extras, **(seen_and_unseen_map(result, trained_names) if relabel and unseen else {})}

@@ -26,6 +26,19 @@ def write_results(path: str | os.PathLike, result: EvaluationResult, **extra) ->
     return path
 
 
+def format_extras(extras: dict) -> str:
+    """The lines training and `hsvlt-eval` print under the metric table: the mAP of the labels an open-vocabulary
+    model was trained on and of the others (when it scored both), and the split's chance-level mAP."""
+    lines = []
+    if "mAP_unseen" in extras:
+        lines.append(
+            f"labels the model was trained on: mAP {extras['mAP_seen']:.2f}; labels unseen in training: "
+            f"mAP {extras['mAP_unseen']:.2f}"
+        )
+    lines.append(f"chance-level mAP of this split: {extras['chance_mAP']:.2f}")
+    return "\n".join(lines)
+
+
 def check_writable(path: str | os.PathLike) -> None:
     """Raise a one-line `ValueError` now, before any work, if a results file cannot be written to `path`."""
     path = Path(path)

@@ -13,6 +13,7 @@ import torch
 from transformers import HfArgumentParser, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy
 
+from ..cli.common import RuntimeArguments
 from ..data import DataArguments
 from ..multilabel_losses import MULTILABEL_LOSSES
 from ..registry import Architecture, get_architecture
@@ -30,6 +31,9 @@ COMMON_TRAINING_DEFAULTS = dict(
     report_to="none",
     dataloader_pin_memory=torch.cuda.is_available(),
     seed=1,  # HSVLT's authors'; also the seed of the digits canvases, which `hsvlt-eval --seed` defaults to
+    # deterministic algorithms (`torch.use_deterministic_algorithms`) where they exist for every op: on CPU; CUDA lacks
+    # some (e.g. the backward of adaptive pooling), and a GPU run would fail on them
+    full_determinism=not torch.cuda.is_available(),
 )
 
 
@@ -110,8 +114,9 @@ class ModelArguments:
 
 
 @dataclass
-class OutputArguments:
-    """What happens to the output directory and the terminal."""
+class OutputArguments(RuntimeArguments):
+    """How the run uses this machine (`--threads`, as in `hsvlt-predict` and `hsvlt-eval`), what happens to the
+    output directory and the terminal."""
 
     overwrite_output_dir: bool = field(
         default=False,

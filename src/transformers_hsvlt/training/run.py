@@ -17,6 +17,7 @@ from ..evaluation import (
     EvaluationResult,
     compute_metrics_fn,
     evaluate_all_classes,
+    format_extras,
     format_metric_table,
     per_class_by_name,
     write_results,
@@ -125,12 +126,7 @@ def train(
     final.log_history = trainer.state.log_history
     save_training_checkpoint(trainer.model, image_processor, final, model_args, data_args, training_args, splits)
     print(format_metric_table(final.result.metrics, final.result.class_names))
-    if "mAP_unseen" in final.extras:
-        print(
-            f"\nseen labels ({len(class_names)}): mAP {final.extras['mAP_seen']:.2f}; labels unseen in training "
-            f"({len(final.result.class_names) - len(class_names)}): mAP {final.extras['mAP_unseen']:.2f}"
-        )
-    print(f"\nchance-level mAP of this split: {final.extras['chance_mAP']:.2f}")
+    print("\n" + format_extras(final.extras))
     print(f"checkpoint saved to {training_args.output_dir}")
     return {**final.result.metrics, **final.extras}
 
@@ -164,7 +160,7 @@ class FinalEvaluation:
 def final_evaluation(model, image_processor, eval_split, training_args, output_args) -> FinalEvaluation:
     """Evaluate the trained model on the whole evaluation split with the same loop as `hsvlt-eval`; an
     open-vocabulary model trained on some of the labels scores all of them, seen and unseen mAP reported apart."""
-    result, seen_and_unseen = evaluate_all_classes(
+    result, extras = evaluate_all_classes(
         model,
         image_processor,
         eval_split,
@@ -172,7 +168,7 @@ def final_evaluation(model, image_processor, eval_split, training_args, output_a
         show_progress=not output_args.quiet,
         num_workers=training_args.dataloader_num_workers,
     )
-    return FinalEvaluation(result, {"chance_mAP": family_data.chance_level_map(eval_split), **seen_and_unseen})
+    return FinalEvaluation(result, extras)
 
 
 def recipe_augmentation(architecture, image_processor, data_args):
