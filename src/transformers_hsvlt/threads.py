@@ -36,12 +36,14 @@ def idle_cpus(sample_seconds: float = 0.5) -> int:
 
 
 def set_threads(threads: str) -> int:
-    """`torch.set_num_threads` from `--threads`: `auto` (the idle CPUs, see `idle_cpus`) or a positive number."""
+    """`torch.set_num_threads` from `--threads`: `auto` (the idle CPUs, see `idle_cpus`) or a number from 1 to the
+    number of CPUs (more threads than CPUs only wait for each other)."""
+    cpus = os.cpu_count() or 1
     if threads == "auto":
         count = idle_cpus()
-    elif threads.isdigit() and int(threads) > 0:
+    elif threads.isdigit() and 0 < int(threads) <= cpus:
         count = int(threads)
     else:
-        raise ValueError(f"--threads must be auto or a positive number, got {threads!r}.")
+        raise ValueError(f"--threads must be auto or a number from 1 to {cpus} (this machine's CPUs), got {threads!r}.")
     torch.set_num_threads(count)
     return count
