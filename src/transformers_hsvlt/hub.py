@@ -277,13 +277,12 @@ def _is_hub_repo_id(name: str) -> bool:
 
 
 def _card_metrics(metrics: Mapping[str, float] | None) -> dict[str, float]:
-    """The metrics to show: `eval_`/`test_` prefixes dropped, Trainer's bookkeeping entries skipped, values rounded
-    to 2 decimals like the metric table."""
+    """The metrics to show: `eval_`/`test_` prefixes dropped, Trainer's bookkeeping entries skipped."""
     shown = {}
     for name, value in (metrics or {}).items():
         name = name.removeprefix("eval_").removeprefix("test_")
         if not name.endswith(_TRAINER_BOOKKEEPING_SUFFIXES):
-            shown[name] = round(value, 2) if isinstance(value, float) else value  # as the metric table shows them
+            shown[name] = value
     return shown
 
 

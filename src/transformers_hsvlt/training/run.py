@@ -305,8 +305,8 @@ def save_training_checkpoint(
         write_extras=write_extras,
         base_model=model_args.backbone or model_args.model_name_or_path,
         dataset_name=card_dataset_name(data_args, output_args),
-        metrics=overall,
-        per_class_ap=per_class_ap,
+        metrics=rounded_like_the_metric_table(overall),
+        per_class_ap=rounded_like_the_metric_table(per_class_ap),
         training_args={**card_training_arguments(training_args), "lr_schedule": model_args.lr_schedule},
         repo_id=training_args.hub_model_id,
         figures=CARD_FIGURES if draws_plots else (),
@@ -314,6 +314,11 @@ def save_training_checkpoint(
     if training_args.push_to_hub:
         repo_id = training_args.hub_model_id or Path(training_args.output_dir).name
         push_checkpoint_to_hub(training_args.output_dir, repo_id, token=training_args.hub_token)
+
+
+def rounded_like_the_metric_table(values: dict) -> dict:
+    """Metric values (percent) with the 2 decimals the metric table prints, for the model card."""
+    return {name: round(value, 2) if isinstance(value, float) else value for name, value in values.items()}
 
 
 def card_training_arguments(training_args: TrainingArguments) -> dict:
