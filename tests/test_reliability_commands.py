@@ -226,7 +226,7 @@ def test_train_refuses_a_trained_output_dir_and_overwrites_it_completely(trained
                                        "--overwrite_output_dir"], capsys)  # fmt: skip
     assert code == 0, err
     assert sorted(path.name for path in output_dir.glob("checkpoint-*")) == ["checkpoint-1"]
-    assert not (output_dir / "notes.txt").exists()
+    assert (output_dir / "notes.txt").read_text() == "not written by a run"  # the user's file stays
     assert file_bytes(output_dir)["model.safetensors"] != before["model.safetensors"]
 
 
@@ -238,7 +238,7 @@ def test_convert_refuses_a_non_empty_output(authors_checkpoint, tmp_path, capsys
     assert [path.name for path in output.iterdir()] == ["mine.txt"]
     code, _, err = run("hsvlt-convert", convert_arguments(authors_checkpoint, output, "--overwrite_output_dir"), capsys)
     assert code == 0, err
-    assert not (output / "mine.txt").exists() and (output / "model.safetensors").is_file()
+    assert (output / "mine.txt").read_text() == "keep me" and (output / "model.safetensors").is_file()
 
 
 def test_embed_labels_refuses_to_overwrite_even_its_source(checkpoint, copy_of, encoder_dir, digit_labels, capsys):

@@ -10,6 +10,7 @@ into place, so that a failure (e.g. a full disk) leaves the previous checkpoint 
 import inspect
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, PreTrainedConfig, PreTrainedModel
 
-from .hub import prepare_for_push
+from .hub import prepare_for_push, remote_code_files
 from .image_processing_hsvlt import HSVLTImageProcessor
 from .registry import Architecture, get_architecture
 from .weights import check_pretrained_name, check_state_dict, read_safetensors
@@ -57,9 +58,24 @@ def checkpoint_architecture(name_or_path: str) -> Architecture:
         raise ValueError(f"{name_or_path} has no config.json: it is not a model checkpoint directory.")
     model_type = config_dict.get("model_type")
     try:
-        return get_architecture(model_type)
+        architecture = get_architecture(model_type)
     except ValueError as error:
         raise ValueError(f"{name_or_path} is a checkpoint of model_type {model_type!r}: {error}") from error
+    check_label_names(config_dict.get("id2label"), name_or_path)
+    return architecture
+
+
+def check_label_names(id2label, name_or_path: str) -> None:
+    """Refuse label names in `config.json` that would be read differently from how they are shown: names that are
+    not strings, empty, or padded with spaces (`" cat"` is not `"cat"` for `--labels` or a label file)."""
+    if not isinstance(id2label, dict):
+        return  # no names: the config class gives its defaults or refuses
+    for index, name in id2label.items():
+        if not isinstance(name, str) or not name.strip() or name != name.strip():
+            raise ValueError(
+                f"{name_or_path}/config.json: id2label[{index}] must be a non-empty label name without surrounding "
+                f"spaces, got {name!r}."
+            )
 
 
 def _refuse_pickle_only_directory(path: str) -> None:
@@ -195,38 +211,85 @@ def check_empty_directory(directory: str | os.PathLike, overwrite: bool, flag: s
         )
 
 
+CHECKPOINT_ENTRIES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "preprocessor_config.json",
+    "README.md",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "eval_results.json",
+    "plots",
+    "examples",
+)
+"""The entries a checkpoint written by the toolkit may hold besides its remote-code modules (named in `config.json`)
+and weight shards: what `write_checkpoint` may remove when it replaces a previous checkpoint."""
+
+STAGING_PREFIX = ".hsvlt-writing-"
+
+
+def previous_checkpoint_entries(output_dir: Path) -> set[str]:
+    """The entries of `output_dir` that a previous toolkit checkpoint wrote: the fixed names, the weight shards and
+    the remote-code modules its `config.json` refers to. Any other file (the user's) is not one of them."""
+    names = {entry.name for entry in output_dir.iterdir()}
+    entries = {
+        name for name in names if name in CHECKPOINT_ENTRIES or re.fullmatch(r"model-\d+-of-\d+\.safetensors", name)
+    }
+    try:
+        config = json.loads((output_dir / "config.json").read_text())
+        pipelines = {task: entry["impl"] for task, entry in (config.get("custom_pipelines") or {}).items()}
+        entries.update(
+            name for name in remote_code_files({**(config.get("auto_map") or {}), **pipelines}) if name in names
+        )
+    except (OSError, ValueError, AttributeError, TypeError, KeyError):
+        pass  # no readable config of a previous checkpoint: no remote code of its to remove
+    return entries
+
+
+def remove_entry(path: Path) -> None:
+    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+
+
 def write_checkpoint(
     model: PreTrainedModel,
     image_processor: HSVLTImageProcessor,
     output_dir: str | os.PathLike,
-    keep: tuple[str, ...] = (),
     write_extras: Callable[[Path], None] | None = None,
     **card_kwargs,
 ) -> Path:
     """
     Write a complete remote-code checkpoint (weights, config, remote code, image processor, model card) to
-    `output_dir` atomically: everything is written to a temporary directory in the same filesystem first, then moved
-    into place; entries of `output_dir` that the new checkpoint does not write are removed, except the names in
-    `keep` (e.g. Trainer's `checkpoint-*` directories, matched by prefix). `write_extras(directory)` adds files of
-    the caller's (results, examples, plots) to the staged checkpoint. On failure `output_dir` is untouched.
+    `output_dir` atomically: everything is written to a temporary directory inside `output_dir` (so in its own
+    filesystem, even when it is a mounted volume) first, then moved into place. The entries of a previous checkpoint
+    that the new one does not write are removed (see `previous_checkpoint_entries`); every other entry of `output_dir`
+    (a training run's `checkpoint-*` directories and record, the user's files) is left alone. `write_extras(directory)` adds files of the caller's (results,
+    examples, plots) to the staged checkpoint. On failure `output_dir` is untouched.
     """
     output_dir = Path(output_dir)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.writing-", dir=output_dir.parent))
+    created = not output_dir.exists()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=output_dir))
     try:
         prepare_for_push(model, image_processor, staging, **card_kwargs)
         if write_extras is not None:
             write_extras(staging)
-        output_dir.mkdir(exist_ok=True)
         written = {entry.name for entry in staging.iterdir()}
-        for entry in output_dir.iterdir():
-            if entry.name not in written and not entry.name.startswith(keep or ("\0",)):
-                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        for name in sorted(previous_checkpoint_entries(output_dir) - written):
+            remove_entry(output_dir / name)
         for entry in staging.iterdir():
             target = output_dir / entry.name
-            if target.is_dir():
+            if target.is_dir() and not target.is_symlink():
                 shutil.rmtree(target)
             os.replace(entry, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if created and not any(output_dir.iterdir()):
+            output_dir.rmdir()
     return output_dir

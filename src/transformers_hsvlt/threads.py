@@ -37,12 +37,14 @@ def idle_cpus(sample_seconds: float = 0.5) -> int:
 
 def set_threads(threads: str, processes: int = 1) -> int:
     """`torch.set_num_threads` from `--threads`: `auto` (the idle CPUs shared by the `processes` of this machine, at
-    least 1 each; see `idle_cpus`) or a positive number."""
+    least 1 each; see `idle_cpus`) or a number from 1 to the number of CPUs (more threads than CPUs only wait for each
+    other)."""
+    cpus = os.cpu_count() or 1
     if threads == "auto":
         count = max(1, idle_cpus() // processes)
-    elif threads.isdigit() and int(threads) > 0:
+    elif threads.isdigit() and 0 < int(threads) <= cpus:
         count = int(threads)
     else:
-        raise ValueError(f"--threads must be auto or a positive number, got {threads!r}.")
+        raise ValueError(f"--threads must be auto or a number from 1 to {cpus} (this machine's CPUs), got {threads!r}.")
     torch.set_num_threads(count)
     return count

@@ -85,13 +85,17 @@ class DataArguments:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name} must be at least 1, got {value}.")
+        if self.train_labels is not None and not self.train_labels.strip(" ,"):
+            raise ValueError(
+                f"--train_labels {self.train_labels!r} names no class: give comma-separated class names or a label file."
+            )
         if self.dataset not in ("digits", "list") and self.data_dir is None:
             raise ValueError(f"--dataset {self.dataset} needs --data_dir (the dataset root, file or Hub name).")
-        if self.dataset == "list" and not (self.label_file and self.train_list and self.eval_list):
-            raise ValueError("--dataset list needs --label_file, --train_list and --eval_list.")
+        if self.dataset == "list" and not (self.label_file and self.eval_list):
+            raise ValueError("--dataset list needs --label_file and --eval_list (and --train_list to train).")
         if self.dataset == "list":
             for flag, path in (("--train_list", self.train_list), ("--eval_list", self.eval_list)):
-                if os.path.isfile(path) and next(iter_lines(path), None) is None:
+                if path and os.path.isfile(path) and next(iter_lines(path), None) is None:
                     raise ValueError(f"{flag} {path} has no image line: the split would have no image.")
         if self.streaming and self.dataset != "hub":
             raise ValueError(f"--streaming works with --dataset hub, not --dataset {self.dataset}.")
@@ -103,7 +107,9 @@ def load_splits(data_args: DataArguments, seed: int = 0) -> DatasetDict:
     if name == "digits":
         return build_digit_canvases(data_args.digits_train_size, data_args.digits_test_size, seed=seed)
     if name == "list":
-        lists = {"train": data_args.train_list, "test": data_args.eval_list}
+        lists = {
+            split: path for split, path in (("train", data_args.train_list), ("test", data_args.eval_list)) if path
+        }
         return load_list_files(data_args.label_file, lists, image_root=data_args.data_dir)
     if name == "hub":
         return load_hub(data_args.data_dir, label_column=data_args.label_column)
@@ -119,7 +125,8 @@ STREAMED_EVAL_SIZE = 1000
 def load_training_data(data_args: DataArguments, seed: int = 0) -> DatasetDict:
     """The `train` and `eval` splits of the requested dataset (default splits per format), limited to
     `max_train_samples` / `max_eval_samples`; an empty split is an error. With `streaming`, the training split is an
-    `IterableDataset` and the evaluation split its first `max_eval_samples` (default 1,000) images."""
+    `IterableDataset` and the evaluation split its first `max_eval_samples` (default 1,000) images. `--dataset list`
+    without `--train_list` has only the evaluation split (enough for `hsvlt-eval`)."""
     if data_args.streaming:
         return _streamed_training_data(data_args)
     splits = load_splits(data_args, seed)
@@ -129,6 +136,8 @@ def load_training_data(data_args: DataArguments, seed: int = 0) -> DatasetDict:
     }
     limits = {"train": data_args.max_train_samples, "eval": data_args.max_eval_samples}
     result = {}
+    if data_args.dataset == "list" and not data_args.train_list:
+        del chosen["train"]
     for role, split in chosen.items():
         if split not in splits:
             raise ValueError(f"Dataset {data_args.dataset!r} has no split {split!r}; it has {sorted(splits)}.")
@@ -137,7 +146,7 @@ def load_training_data(data_args: DataArguments, seed: int = 0) -> DatasetDict:
             raise ValueError(f"The {role} split {split!r} of dataset {data_args.dataset!r} has no image.")
         limit = limits[role]
         result[role] = dataset if limit is None else dataset.select(range(min(limit, len(dataset))))
-    if data_args.train_labels:
+    if data_args.train_labels and "train" in result:
         seen = parse_label_subset(data_args.train_labels, get_class_names(result["train"]))
         result["train"] = restrict_to_labels(result["train"], seen)
     return DatasetDict(result)

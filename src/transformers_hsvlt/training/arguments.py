@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import HfArgumentParser, TrainingArguments
+from transformers.integrations import get_available_reporting_integrations
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy
 
 from ..cli.common import RuntimeArguments
@@ -123,6 +124,13 @@ class OutputArguments(RuntimeArguments):
         metadata={"help": "Replace a non-empty --output_dir that holds another run (its files are removed)."},
     )
     quiet: bool = field(default=False, metadata={"help": "No progress bars; print only the results."})
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "The dataset named in the model card (default: the Hub dataset of --dataset hub, the benchmark "
+            "of voc2007/coco2014/nuswide/digits; none for local --dataset list/custom data)."
+        },
+    )
 
 
 def resolve_preset(model_args: ModelArguments, data_args: DataArguments) -> tuple[Architecture, str]:
@@ -172,6 +180,9 @@ def parse_train_arguments(
         model_args.backbone = preset.backbone
     elif model_args.backbone is not None and model_args.backbone.lower() == "none":
         model_args.backbone = None
+    check_model_arguments(model_args)
+    if data_args.dataset == "list" and not data_args.train_list:
+        raise ValueError("--dataset list needs --train_list to train (the training split's list file).")
     check_training_arguments(training_args)
     if data_args.streaming:
         use_steps_for_a_stream(training_args)
@@ -212,11 +223,35 @@ def use_steps_for_a_stream(training_args: TrainingArguments) -> None:
         training_args.eval_steps = training_args.save_steps = training_args.logging_steps = steps
 
 
+def check_model_arguments(model_args: ModelArguments) -> None:
+    """Refuse schedule values that cannot mean anything: a negative or infinite warm-up, a plateau factor outside
+    (0, 1] (it would raise the learning rate), a patience below its minimum."""
+    if not (model_args.warmup_epochs >= 0 and math.isfinite(model_args.warmup_epochs)):
+        raise ValueError(f"--warmup_epochs must be 0 or more, got {model_args.warmup_epochs}.")
+    if not 0 < model_args.plateau_factor <= 1:
+        raise ValueError(
+            f"--plateau_factor multiplies the learning rate when mAP stops improving: it must be in (0, 1], got "
+            f"{model_args.plateau_factor}."
+        )
+    if model_args.plateau_patience < 1:
+        raise ValueError(f"--plateau_patience must be at least 1, got {model_args.plateau_patience}.")
+    if model_args.early_stopping_patience < 0:
+        raise ValueError(
+            f"--early_stopping_patience must be 0 (never stop) or more, got {model_args.early_stopping_patience}."
+        )
+
+
 def check_training_arguments(training_args: TrainingArguments) -> None:
-    """Refuse runs that cannot train: no epochs or steps, a non-positive batch size."""
+    """Refuse runs that cannot train: no epochs or steps, a non-positive batch size, an experiment tracker
+    (`--report_to`) that is not installed."""
     epochs, steps = training_args.num_train_epochs, training_args.max_steps
     if steps <= 0 and not (epochs > 0 and math.isfinite(epochs)):
         raise ValueError(f"--num_train_epochs must be positive (or give --max_steps), got {epochs}.")
     for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
         if getattr(training_args, name) < 1:
             raise ValueError(f"--{name} must be at least 1, got {getattr(training_args, name)}.")
+    missing = sorted(set(training_args.report_to) - set(get_available_reporting_integrations()))
+    if missing:
+        raise ValueError(
+            f"--report_to {','.join(missing)}: not installed (pip install {' '.join(missing)}), or use --report_to none."
+        )

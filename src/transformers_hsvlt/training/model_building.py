@@ -81,10 +81,32 @@ def build_model(
                 f"but --model is {architecture.name}."
             )
         # a given --label_embeddings file is checked against the checkpoint and used even for the same class names
-        if model_args.label_embeddings or list(model.config.id2label.values()) != class_names:
-            width = model.config.label_embedding_size
-            embeddings = label_embeddings_for(class_names, model_args, seed, width=width)
+        if model_args.label_embeddings:
+            embeddings = label_embeddings_for(class_names, model_args, seed, width=model.config.label_embedding_size)
             model.set_label_embeddings(torch.from_numpy(embeddings), class_names)
+        elif list(model.config.id2label.values()) != class_names:
+            model.set_label_embeddings(embeddings_by_name(model, class_names, model_args, seed), class_names)
         return model
     label_side = label_side_for(architecture, class_names, model_args, train_split, seed)
     return architecture.build(config_values_for(architecture, model_args), label_side, model_args.backbone)
+
+
+def embeddings_by_name(model: PreTrainedModel, class_names: list[str], model_args: ModelArguments, seed: int):
+    """The label embeddings of a fine-tuned checkpoint for `class_names`: every label it was trained on keeps its
+    trained vector (whatever its new position); only new labels get new ones (`--text_encoder` or seeded random
+    vectors), and the command says how many."""
+    trained = dict(zip(model.config.id2label.values(), model.hsvlt.label_embeddings.weight.detach()))
+    new_names = [name for name in class_names if name not in trained]
+    if new_names:
+        # embedded after the trained names, so that seeded random vectors are new rows, not a trained label's again
+        all_names = [*trained, *new_names]
+        vectors = label_embeddings_for(all_names, model_args, seed, width=model.config.label_embedding_size)
+        new_vectors = torch.from_numpy(vectors[len(trained) :]).to(model.hsvlt.label_embeddings.weight)
+        trained.update(zip(new_names, new_vectors))
+    shown = ", ".join(new_names[:5]) + (", ..." if len(new_names) > 5 else "")
+    print(
+        f"--model_name_or_path {model_args.model_name_or_path}: {len(class_names) - len(new_names)} of "
+        f"{len(class_names)} labels keep their trained embeddings; {len(new_names)} new label(s) get new vectors"
+        + (f" ({shown})." if new_names else ".")
+    )
+    return torch.stack([trained[name] for name in class_names])

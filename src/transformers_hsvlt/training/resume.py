@@ -9,7 +9,7 @@ import json
 import os
 import re
 
-from transformers import TrainingArguments
+from transformers import TrainerCallback, TrainingArguments
 from transformers.trainer import OPTIMIZER_NAME, TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME, logging
@@ -67,6 +67,28 @@ def check_same_run(output_dir: str, record: dict) -> None:
             + ". Resume with "
             "the same arguments, or train into another --output_dir."
         )
+
+
+def checkpoint_record_directory(checkpoint: str) -> str:
+    """Where the run record of a checkpoint is: its own copy (see `RunRecordInCheckpoints`), or for a checkpoint
+    saved without one, the record of the output directory that holds it."""
+    if os.path.isfile(os.path.join(checkpoint, RUN_RECORD_NAME)):
+        return checkpoint
+    return os.path.dirname(os.path.abspath(checkpoint))
+
+
+class RunRecordInCheckpoints(TrainerCallback):
+    """Copies the run record into every saved `checkpoint-N`, so that resuming from a checkpoint by its path checks
+    the run it belongs to, wherever it was moved."""
+
+    def __init__(self, record: dict):
+        self.record = record
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            checkpoint = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+            if os.path.isdir(checkpoint):
+                write_run_record(checkpoint, self.record)
 
 
 def write_run_record(output_dir: str, record: dict) -> None:

@@ -2,6 +2,7 @@
 and a complete checkpoint written atomically into `output_dir`."""
 
 import importlib.util
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,12 +27,15 @@ from ..hub import TRAINING_ARGUMENTS_IN_CARD, push_checkpoint_to_hub
 from ..registry import get_architecture
 from ..visualization.plots import save_evaluation_plots
 from .arguments import ModelArguments, OutputArguments
+from .disk import naming_a_full_disk
+from .lock import output_directory_lock
 from .model_building import build_model, config_values_for
 from .progress import use_training_progress
 from .resume import (
-    RUN_RECORD_NAME,
+    RunRecordInCheckpoints,
     check_same_run,
     check_steps_left,
+    checkpoint_record_directory,
     list_checkpoints,
     resolve_resume_checkpoint,
     run_record,
@@ -40,26 +44,53 @@ from .resume import (
 from .trainer import FamilyTrainer, check_distributed_launch
 
 
-TRAINING_OUTPUTS = (PREFIX_CHECKPOINT_DIR, RUN_RECORD_NAME)
-
 PLOTS_DIRECTORY = "plots"
 CARD_FIGURES = (f"{PLOTS_DIRECTORY}/per_class_ap.png", f"{PLOTS_DIRECTORY}/training_curves.png")
 """The plots the model card embeds: per-class AP and the training curves."""
-"""Entries of an output directory that belong to the run itself and survive the final checkpoint write."""
+
+LOCAL_DATASET_FORMATS = ("list", "custom")
+"""`--dataset` formats of the user's own files: the format is no dataset's name, so the model card names none."""
 
 
-def prepare_output_dir(
-    training_args: TrainingArguments, record: dict, resume_checkpoint: str | None, overwrite: bool
+def check_output_dir(
+    training_args: TrainingArguments,
+    model_args: ModelArguments,
+    record: dict,
+    resume_checkpoint: str | None,
+    overwrite: bool,
 ) -> None:
-    """Refuse an output directory that would lose work (see `check_output_directory`); a resumed run must be the
-    one recorded in it. Overwriting removes the previous run's `checkpoint-*` directories at once (they would mix
-    with the new run's), and its final checkpoint when the new one is written."""
+    """Refuse, before any work, an output directory that would lose work (see `check_output_directory`) or the
+    `--model_name_or_path` it would replace; a resumed run must be the one recorded in the output directory and in
+    the checkpoint resumed from."""
+    check_source_outside_output(model_args.model_name_or_path, training_args.output_dir)
     if resume_checkpoint is not None:
         check_same_run(training_args.output_dir, record)
+        check_same_run(checkpoint_record_directory(resume_checkpoint), record)
         check_steps_left(resume_checkpoint, training_args)
         return
     check_output_directory(training_args.output_dir, overwrite)
-    for checkpoint in list_checkpoints(training_args.output_dir):
+
+
+def check_source_outside_output(source: str | None, output_dir: str) -> None:
+    """Refuse fine-tuning a checkpoint that the run replaces: the final model of `output_dir` or one of its
+    `checkpoint-*` directories."""
+    if not source or not os.path.exists(source):
+        return
+    try:
+        inside = Path(source).resolve().relative_to(Path(output_dir).resolve())
+    except ValueError:
+        return
+    if not inside.parts or inside.parts[0].startswith(f"{PREFIX_CHECKPOINT_DIR}-"):
+        raise ValueError(
+            f"--model_name_or_path {source} is in --output_dir {output_dir}, which this run replaces: copy it "
+            "elsewhere first, or train into another --output_dir."
+        )
+
+
+def remove_previous_checkpoints(output_dir: str) -> None:
+    """Remove an overwritten run's `checkpoint-*` directories (they would mix with the new run's); its final
+    checkpoint is replaced when the new one is written."""
+    for checkpoint in list_checkpoints(output_dir):
         shutil.rmtree(checkpoint)
 
 
@@ -70,16 +101,33 @@ def train(
     training_args: TrainingArguments,
 ) -> dict:
     """Train, evaluate the best model on the evaluation split, print the metric table and save a complete
-    remote-code checkpoint (model, image processor, label names, metrics, model card) in `output_dir`."""
+    remote-code checkpoint (model, image processor, label names, metrics, model card) in `output_dir`. Every
+    argument and input is checked (data read, model built) before anything in `output_dir` is removed, and the
+    output directory is locked against a second training for the whole run."""
     check_distributed_launch(training_args)
     architecture = get_architecture(model_args.model)
-    preset = architecture.presets[model_args.preset]
     record = run_record(model_args, data_args, training_args)
     resume_checkpoint = resolve_resume_checkpoint(training_args)
     if not (model_args.model_name_or_path or model_args.backbone):  # bad config values before any work
         architecture.config_class(**config_values_for(architecture, model_args))
-    prepare_output_dir(training_args, record, resume_checkpoint, output_args.overwrite_output_dir)
+    check_output_dir(training_args, model_args, record, resume_checkpoint, output_args.overwrite_output_dir)
+    if training_args.process_index != 0:
+        return train_in_output_dir(
+            architecture, record, resume_checkpoint, model_args, data_args, output_args, training_args
+        )
+    with output_directory_lock(training_args.output_dir):
+        return train_in_output_dir(
+            architecture, record, resume_checkpoint, model_args, data_args, output_args, training_args
+        )
+
+
+def train_in_output_dir(
+    architecture, record: dict, resume_checkpoint: str | None, model_args, data_args, output_args, training_args
+) -> dict:
+    """The run itself, once the output directory is checked (and locked)."""
+    preset = architecture.presets[model_args.preset]
     splits = family_data.load_training_data(data_args, seed=training_args.seed)
+    check_evaluation_split_has_positives(splits["eval"], data_args)
     class_names = family_data.get_class_names(splits["train"])
     eval_during_training = evaluation_split_for_training(architecture, splits["eval"], class_names, data_args)
     set_seed(training_args.seed)  # `Trainer` seeds when it is created, after the model's random initialisation
@@ -117,14 +165,22 @@ def train(
         lr_multipliers=architecture.lr_multipliers if model_args.backbone or model_args.model_name_or_path else {},
     )
     use_training_progress(trainer, quiet=output_args.quiet)
+    trainer.add_callback(RunRecordInCheckpoints(record))
     if trainer.is_world_process_zero():
+        if resume_checkpoint is None:
+            remove_previous_checkpoints(training_args.output_dir)
         write_run_record(training_args.output_dir, record)
-    trainer.train(resume_from_checkpoint=resume_checkpoint)
+    optimizer_states = 0 if training_args.save_only_model else 2
+    with naming_a_full_disk(training_args.output_dir, model, optimizer_states):
+        trainer.train(resume_from_checkpoint=resume_checkpoint)
     if not trainer.is_world_process_zero():
         return {}
     final = final_evaluation(trainer.model, image_processor, splits["eval"], training_args, output_args)
     final.log_history = trainer.state.log_history
-    save_training_checkpoint(trainer.model, image_processor, final, model_args, data_args, training_args, splits)
+    with naming_a_full_disk(training_args.output_dir, model, optimizer_states):
+        save_training_checkpoint(
+            trainer.model, image_processor, final, model_args, data_args, output_args, training_args, splits
+        )
     print(format_metric_table(final.result.metrics, final.result.class_names))
     print("\n" + format_extras(final.extras))
     print(f"checkpoint saved to {training_args.output_dir}")
@@ -157,6 +213,19 @@ class FinalEvaluation:
     log_history: list = field(default_factory=list)
 
 
+def check_evaluation_split_has_positives(eval_split, data_args) -> None:
+    """Refuse, before any work, an evaluation split without any positive label: it has no mAP (nor chance level) to
+    select or report the model by."""
+    try:
+        family_data.chance_level_map(eval_split)
+    except ValueError:
+        name = data_args.eval_split or family_data.DEFAULT_SPLITS[data_args.dataset][1]
+        raise ValueError(
+            f"The evaluation split {name!r} of dataset {data_args.dataset!r} has no image with a positive label: its "
+            "mAP is undefined, so the trained model could not be evaluated; evaluate on a split with labelled images."
+        ) from None
+
+
 def final_evaluation(model, image_processor, eval_split, training_args, output_args) -> FinalEvaluation:
     """Evaluate the trained model on the whole evaluation split with the same loop as `hsvlt-eval`; an
     open-vocabulary model trained on some of the labels scores all of them, seen and unseen mAP reported apart."""
@@ -185,8 +254,25 @@ def recipe_augmentation(architecture, image_processor, data_args):
     )
 
 
+def card_dataset_name(data_args, output_args) -> str | None:
+    """The dataset the model card names: `--dataset_name`, else the Hub dataset or benchmark trained on; local data
+    (`--dataset list` or `custom`) has no name to give."""
+    if output_args.dataset_name:
+        return output_args.dataset_name
+    if data_args.dataset in LOCAL_DATASET_FORMATS:
+        return None
+    return data_args.data_dir if data_args.dataset == "hub" else data_args.dataset
+
+
 def save_training_checkpoint(
-    model: PreTrainedModel, image_processor, final: FinalEvaluation, model_args, data_args, training_args, splits
+    model: PreTrainedModel,
+    image_processor,
+    final: FinalEvaluation,
+    model_args,
+    data_args,
+    output_args,
+    training_args,
+    splits,
 ) -> None:
     """Write the final checkpoint with `eval_results.json`, the evaluation plots and training curves (`plots/`,
     embedded in the card; with matplotlib), example images for digits, and its card; push it if asked."""
@@ -210,12 +296,11 @@ def save_training_checkpoint(
         model,
         image_processor,
         training_args.output_dir,
-        keep=TRAINING_OUTPUTS,
         write_extras=write_extras,
         base_model=model_args.backbone or model_args.model_name_or_path,
-        dataset_name=data_args.dataset if data_args.dataset != "hub" else data_args.data_dir,
-        metrics=overall,
-        per_class_ap=per_class_ap,
+        dataset_name=card_dataset_name(data_args, output_args),
+        metrics=rounded_like_the_metric_table(overall),
+        per_class_ap=rounded_like_the_metric_table(per_class_ap),
         training_args={**card_training_arguments(training_args), "lr_schedule": model_args.lr_schedule},
         repo_id=training_args.hub_model_id,
         figures=CARD_FIGURES if draws_plots else (),
@@ -223,6 +308,11 @@ def save_training_checkpoint(
     if training_args.push_to_hub:
         repo_id = training_args.hub_model_id or Path(training_args.output_dir).name
         push_checkpoint_to_hub(training_args.output_dir, repo_id, token=training_args.hub_token)
+
+
+def rounded_like_the_metric_table(values: dict) -> dict:
+    """Metric values (percent) with the 2 decimals the metric table prints, for the model card."""
+    return {name: round(value, 2) if isinstance(value, float) else value for name, value in values.items()}
 
 
 def card_training_arguments(training_args: TrainingArguments) -> dict:
@@ -245,4 +335,4 @@ def save_examples(output_dir: str | Path, dataset, count: int = 6) -> list[Path]
     return paths
 
 
-__all__ = ["prepare_output_dir", "save_examples", "train"]
+__all__ = ["check_output_dir", "save_examples", "train"]
