@@ -428,11 +428,12 @@ model = AutoModelForImageClassification.from_pretrained("{repo}", trust_remote_c
 inputs = processor(images=Image.open("image.jpg"), return_tensors="pt")
 with torch.no_grad():
     logits = model(**inputs).logits
-print(processor.post_process_multi_label(logits, threshold=0.5, id2label=model.config.id2label))
+print(processor.post_process_multi_label(logits, config=model.config))  # calibrated thresholds, else 0.5
 
-# or with the pipeline: the 5 most likely labels, each with its own sigmoid score
+# or with the pipeline: every label at or above its threshold, each with its own sigmoid score (top_k=5: the 5 most
+# likely labels; threshold=0.3 or {{"label": 0.3}}: other thresholds)
 classifier = pipeline("image-classification", model="{repo}", trust_remote_code=True)
-print(classifier("image.jpg", top_k=5))
+print(classifier("image.jpg"))
 ```"""
 
 

@@ -120,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         set_threads(runtime.threads)
         resolve_device(args.device)
         check_checkpoint_directory(extra.model)
-        model, processor = load_checkpoint(extra.model, args.device)
         split = load_split(data_args, args.calibration_split, seed=args.seed)
+        model, processor = load_checkpoint(extra.model, args.device)
         result = evaluate_split(
             model,
             processor,
