@@ -53,6 +53,7 @@ setup(
             "hsvlt-embed-labels=transformers_hsvlt.cli.embed_labels:main",
             "hsvlt-convert=transformers_hsvlt.cli.convert:main",
             "hsvlt-demo=transformers_hsvlt.cli.demo:main",
+            "hsvlt-calibrate=transformers_hsvlt.cli.calibrate:main",
         ]
     },
     classifiers=[

@@ -201,10 +201,14 @@ class ClassNameInputsMixin:
 
     @torch.no_grad()
     def set_class_names(self, names: Sequence[str], tokenizer) -> None:
-        """Use `names` as the labels: tokenize their prompts into the buffers and update `id2label`/`label2id`."""
+        """Use `names` as the labels: tokenize their prompts into the buffers and update `id2label`/`label2id`. The
+        calibrated `label_thresholds` follow their labels by name; when a name has none, they are dropped."""
         names = check_class_names(names)
         for name, value in self.class_name_inputs(names, tokenizer).items():
             self.register_buffer(name, value.to(getattr(self, name).device), persistent=True)
+        labels = [self.config.id2label[index] for index in range(self.config.num_labels)]
+        thresholds = dict(zip(labels, self.config.label_thresholds or ()))
+        self.config.label_thresholds = [thresholds[name] for name in names] if set(names) <= set(thresholds) else None
         self.config.id2label = dict(enumerate(names))
         self.config.label2id = {name: index for index, name in enumerate(names)}
 

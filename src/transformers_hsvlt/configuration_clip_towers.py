@@ -48,6 +48,13 @@ class CLIPTowersConfig(PreTrainedConfig):
             ASL probability margin of the negatives.
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the normal initialiser of the layers that are not CLIP's.
+        label_thresholds (`list[float]`, *optional*):
+            The decision threshold of every label, in label order, each in [0, 1], chosen on a calibration split by
+            `hsvlt-calibrate`. `None` (default): 0.5 for every label. Used wherever labels are decided
+            (`post_process_multi_label`, the pipeline, `hsvlt-predict`, the demo, `hsvlt-eval`).
+        label_thresholds_source (`dict`, *optional*):
+            Where `label_thresholds` were calibrated (dataset, split, number of images, strategy), as written by
+            `hsvlt-calibrate`.
         problem_type (`str`, *optional*, defaults to `"multi_label_classification"`):
             One sigmoid per label.
     """
@@ -67,6 +74,8 @@ class CLIPTowersConfig(PreTrainedConfig):
     asl_gamma_positive: float | int = 0.0
     asl_clip: float | int = 0.05
     initializer_range: float = 0.02
+    label_thresholds: list[float | int] | None = None
+    label_thresholds_source: dict | None = None
 
     def __post_init__(self, **kwargs):
         if self.vision_config is None:
@@ -105,4 +114,11 @@ class CLIPTowersConfig(PreTrainedConfig):
             raise ValueError(
                 f"{name}.problem_type must be 'multi_label_classification' (one sigmoid per label), got "
                 f"{self.problem_type!r}."
+            )
+        if self.label_thresholds is not None and (
+            len(self.label_thresholds) != self.num_labels or not all(0 <= value <= 1 for value in self.label_thresholds)
+        ):
+            raise ValueError(
+                f"{type(self).__name__}.label_thresholds must be None or one finite value in [0, 1] per label "
+                f"({self.num_labels} labels), got {self.label_thresholds}."
             )

@@ -57,6 +57,13 @@ class HSVLTConfig(PreTrainedConfig):
             ASL focusing exponent of the positive (present) labels.
         asl_clip (`float`, *optional*, defaults to 0.05):
             ASL probability margin: negatives whose probability is below `asl_clip` cost nothing. In [0, 1).
+        label_thresholds (`list[float]`, *optional*):
+            The decision threshold of every label, in label order, each in [0, 1], chosen on a calibration split by
+            `hsvlt-calibrate`. `None` (default): 0.5 for every label. Used wherever labels are decided
+            (`post_process_multi_label`, the pipeline, `hsvlt-predict`, the demo, `hsvlt-eval`).
+        label_thresholds_source (`dict`, *optional*):
+            Where `label_thresholds` were calibrated (dataset, split, number of images, strategy), as written by
+            `hsvlt-calibrate`.
         problem_type (`str`, *optional*, defaults to `"multi_label_classification"`):
             HSVLT is a multi-label classifier: one sigmoid per label.
 
@@ -93,6 +100,8 @@ class HSVLTConfig(PreTrainedConfig):
     asl_gamma_negative: float | int = 4.0
     asl_gamma_positive: float | int = 0.0
     asl_clip: float | int = 0.05
+    label_thresholds: list[float | int] | None = None
+    label_thresholds_source: dict | None = None
 
     def __post_init__(self, **kwargs):
         self.depths = list(self.depths)
@@ -117,6 +126,13 @@ class HSVLTConfig(PreTrainedConfig):
         self._check_sizes()
         self._check_labels()
         self._check_training()
+        if self.label_thresholds is not None and (
+            len(self.label_thresholds) != self.num_labels or not all(0 <= value <= 1 for value in self.label_thresholds)
+        ):
+            raise ValueError(
+                f"{type(self).__name__}.label_thresholds must be None or one finite value in [0, 1] per label "
+                f"({self.num_labels} labels), got {self.label_thresholds}."
+            )
 
     def _check_sizes(self):
         for name in ("num_channels", "patch_size", "image_size", "label_embedding_size", "num_attention_heads"):

@@ -81,6 +81,13 @@ class MSRNConfig(PreTrainedConfig):
             ASL probability margin of the negatives.
         image_size (`int`, *optional*, defaults to 448):
             Input resolution the model is trained at.
+        label_thresholds (`list[float]`, *optional*):
+            The decision threshold of every label, in label order, each in [0, 1], chosen on a calibration split by
+            `hsvlt-calibrate`. `None` (default): 0.5 for every label. Used wherever labels are decided
+            (`post_process_multi_label`, the pipeline, `hsvlt-predict`, the demo, `hsvlt-eval`).
+        label_thresholds_source (`dict`, *optional*):
+            Where `label_thresholds` were calibrated (dataset, split, number of images, strategy), as written by
+            `hsvlt-calibrate`.
         problem_type (`str`, *optional*, defaults to `"multi_label_classification"`):
             MSRN is a multi-label classifier: one sigmoid per label.
 
@@ -118,6 +125,8 @@ class MSRNConfig(PreTrainedConfig):
     asl_gamma_positive: float = 0.0
     asl_clip: float = 0.05
     image_size: int = 448
+    label_thresholds: list[float | int] | None = None
+    label_thresholds_source: dict | None = None
 
     def __post_init__(self, **kwargs):
         if self.problem_type is None:
@@ -171,6 +180,13 @@ class MSRNConfig(PreTrainedConfig):
         if self.problem_type != "multi_label_classification":
             raise ValueError(
                 f"MSRNConfig.problem_type must be 'multi_label_classification' (one sigmoid per label), got {self.problem_type!r}."
+            )
+        if self.label_thresholds is not None and (
+            len(self.label_thresholds) != self.num_labels or not all(0 <= value <= 1 for value in self.label_thresholds)
+        ):
+            raise ValueError(
+                f"{type(self).__name__}.label_thresholds must be None or one finite value in [0, 1] per label "
+                f"({self.num_labels} labels), got {self.label_thresholds}."
             )
 
 

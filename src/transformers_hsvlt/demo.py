@@ -3,7 +3,8 @@
     from transformers_hsvlt.demo import build_demo, launch
     launch("hsvlt-digits", port=7860)          # or: hsvlt-demo hsvlt-digits --port 7860
 
-The page shows every label's score, a threshold slider choosing the predicted labels, and the prediction figure
+The page shows every label's score, a slider shifting every label's threshold (the checkpoint's calibrated
+thresholds, see `hsvlt-calibrate`, else 0.5; a toggle shows the raw 0.5 rule instead), and the prediction figure
 (`transformers_hsvlt.visualization.figures`) with each predicted label's heatmap (`label_heatmaps`, the default
 method and stage). The example images are the checkpoint's `examples/` folder, if it has one. For open-vocabulary
 checkpoints (models with `set_class_names`), a text box sets the label names. Needs gradio and matplotlib
@@ -13,10 +14,12 @@ checkpoints (models with `set_class_names`), a text box sets the label names. Ne
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import PIL.Image
 import torch
 
 from .checkpoints import is_open_vocabulary, load_checkpoint
+from .image_processing_hsvlt import DEFAULT_THRESHOLD, calibrated_thresholds, decision_thresholds
 from .inference import predict
 from .registry import get_architecture
 from .visualization.figures import figure_to_image, prediction_figure
@@ -53,12 +56,20 @@ def example_images(name_or_path: str) -> list[str]:
     return [str(path) for path in files[:MAX_EXAMPLES]]
 
 
-def _label_scores(model, processor, image: PIL.Image.Image, threshold: float):
-    """Every label's score, and the prediction (labels above `threshold`) with their heatmaps (none for an
-    architecture without feature maps)."""
+def label_thresholds(config, shift: float, raw: bool) -> np.ndarray:
+    """Every label's threshold in the demo: its calibrated one (0.5 without one, or for the `raw` 0.5 rule) plus
+    `shift`, kept in [0, 1]."""
+    names = [config.id2label[index] for index in range(config.num_labels)]
+    base = decision_thresholds(DEFAULT_THRESHOLD if raw else "auto", names, calibrated_thresholds(config))
+    return np.clip(base + shift, 0.0, 1.0)
+
+
+def _label_scores(model, processor, image: PIL.Image.Image, thresholds: np.ndarray):
+    """Every label's score, and the prediction (labels at or above their `thresholds`) with their heatmaps (none for
+    an architecture without feature maps)."""
     (prediction,) = predict(model, processor, [image], ["image"], threshold=None)
     scores = {label["label"]: label["score"] for label in prediction.labels}
-    prediction.labels = [label for label in prediction.labels if label["score"] >= threshold]
+    prediction.labels = [label for label in prediction.labels if label["score"] >= thresholds[label["index"]]]
     pixel_values = processor(images=[image], return_tensors="pt")["pixel_values"].to(model.device, model.dtype)
     add_label_heatmaps(model, pixel_values, [prediction], method=DEFAULT_METHOD, stage=DEFAULT_STAGE)
     return scores, prediction
@@ -71,11 +82,12 @@ def _parse_class_names(text: str) -> list[str]:
     return names
 
 
-def _summary(prediction, threshold: float) -> str:
+def _summary(prediction, thresholds: np.ndarray) -> str:
+    rule = f"{thresholds[0]:.2f}" if np.all(thresholds == thresholds[0]) else "its label's threshold"
     if not prediction.labels:
-        return f"No label scores {threshold:.2f} or more."
+        return f"No label scores {rule} or more."
     names = ", ".join(f"**{label['label']}** ({label['score']:.2f})" for label in prediction.labels)
-    return f"Predicted (score >= {threshold:.2f}): {names}"
+    return f"Predicted (score >= {rule}): {names}"
 
 
 def build_demo(model_name_or_path: str, device: str | torch.device | None = None):
@@ -90,8 +102,10 @@ def build_demo(model_name_or_path: str, device: str | torch.device | None = None
     open_vocabulary = is_open_vocabulary(get_architecture(model.config.model_type))
     num_labels = model.config.num_labels
     examples = example_images(model_name_or_path)
+    calibrated = bool(calibrated_thresholds(model.config))
+    base_rule = "each label's calibrated threshold" if calibrated else "0.5"
 
-    def run(image, threshold, class_names=None):
+    def run(image, shift, raw=False, class_names=None):
         if image is None:
             return None, None, "Upload an image or pick an example."
         if open_vocabulary:
@@ -99,22 +113,24 @@ def build_demo(model_name_or_path: str, device: str | torch.device | None = None
                 model.set_class_names(_parse_class_names(class_names or ""), model.class_name_tokenizer)
             except ValueError as error:
                 raise gr.Error(str(error)) from None
-        scores, prediction = _label_scores(model, processor, image.convert("RGB"), threshold)
+        thresholds = label_thresholds(model.config, shift, raw)
+        scores, prediction = _label_scores(model, processor, image.convert("RGB"), thresholds)
         figure = figure_to_image(prediction_figure(image, prediction))
-        return scores, figure, _summary(prediction, threshold)
+        return scores, figure, _summary(prediction, thresholds)
 
     title = f"{model.config.model_type.upper()} multi-label classifier"
     with gr.Blocks(title=title) as demo:
         gr.Markdown(
             f"# {title}\n`{model_name_or_path}`: {num_labels} labels. Upload an image or pick an example; every "
-            "label gets an independent probability, and each label at or above the threshold is shown with the "
+            "label gets an independent probability, and each label at or above its threshold is shown with the "
             f"heatmap of its evidence ({METHOD_NAMES[DEFAULT_METHOD]}, stage {DEFAULT_STAGE})."
         )
         with gr.Row():
             with gr.Column(scale=1):
                 image = gr.Image(type="pil", label="Image", sources=["upload", "clipboard"], height=320)
-                threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="Threshold")
-                inputs = [image, threshold]
+                threshold = gr.Slider(-0.5, 0.5, value=0.0, step=0.01, label=f"Threshold shift (from {base_rule})")
+                raw_rule = gr.Checkbox(False, label="Raw 0.5 rule", visible=calibrated)
+                inputs = [image, threshold, raw_rule]
                 if open_vocabulary:
                     names = ", ".join(model.config.id2label[index] for index in range(num_labels))
                     inputs.append(gr.Textbox(value=names, label="Label names (comma-separated)", lines=2))
@@ -129,6 +145,7 @@ def build_demo(model_name_or_path: str, device: str | torch.device | None = None
         button.click(run, inputs, outputs)
         image.change(run, inputs, outputs)
         threshold.release(run, inputs, outputs)
+        raw_rule.change(run, inputs, outputs)
     return demo
 
 

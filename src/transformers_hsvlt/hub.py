@@ -36,6 +36,7 @@ from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from . import pipeline_multilabel
+from .evaluation.thresholds import describe_calibration
 from .image_processing_hsvlt import HSVLTImageProcessor
 from .pipeline_multilabel import FAMILY_PIPELINES
 from .registry import get_architecture
@@ -126,6 +127,7 @@ def create_model_card(
         _architecture_section(model, architecture),
         _training_section(dataset_name, training_args),
         _evaluation_section(metric_values, per_class_ap, config),
+        thresholds_section(config),
         _figures_section(figures),
         _usage_section(repo_id),
         _citation_and_license(architecture.paper.bibtex),
@@ -369,6 +371,40 @@ def _evaluation_section(metrics: dict[str, float], per_class_ap, config: PreTrai
     return "## Evaluation\n\n" + "\n\n".join(parts) if parts else None
 
 
+def thresholds_section(config: PreTrainedConfig) -> str | None:
+    """The card's "Thresholds" section: the calibrated threshold of every label and the split it was chosen on
+    (`config.label_thresholds`, written by `hsvlt-calibrate`); `None` without calibrated thresholds."""
+    thresholds = getattr(config, "label_thresholds", None)
+    if not thresholds:
+        return None
+    text = (
+        f"Decision thresholds, {describe_calibration(config.label_thresholds_source)}. The pipeline, "
+        "`post_process_multi_label`, `hsvlt-predict` and the demo predict a label when its score reaches its "
+        "threshold."
+    )
+    rows = [(config.id2label[index], round(float(value), 4)) for index, value in enumerate(thresholds)]
+    return f"{THRESHOLDS_HEADING}\n\n{text}\n\n" + _table(("Label", "Threshold"), rows)
+
+
+THRESHOLDS_HEADING = "## Thresholds"
+
+
+def with_thresholds_section(card_text: str, config: PreTrainedConfig) -> str:
+    """`card_text` (a model card) with its "Thresholds" section replaced by the one of `config` (inserted before
+    "## Usage", or at the end), the rest unchanged."""
+    before, found, after = card_text.partition(f"\n{THRESHOLDS_HEADING}\n")
+    if found:
+        rest = after.split("\n## ", 1)
+        card_text = before.rstrip("\n") + ("\n\n## " + rest[1] if len(rest) > 1 else "\n")
+    section = thresholds_section(config)
+    if section is None:
+        return card_text
+    before, found, after = card_text.partition("\n## Usage\n")
+    if found:
+        return f"{before.rstrip()}\n\n{section}\n\n## Usage\n{after}"
+    return f"{card_text.rstrip()}\n\n{section}\n"
+
+
 def _figures_section(figures: Sequence[str]) -> str | None:
     if not figures:
         return None
@@ -392,11 +428,12 @@ model = AutoModelForImageClassification.from_pretrained("{repo}", trust_remote_c
 inputs = processor(images=Image.open("image.jpg"), return_tensors="pt")
 with torch.no_grad():
     logits = model(**inputs).logits
-print(processor.post_process_multi_label(logits, threshold=0.5, id2label=model.config.id2label))
+print(processor.post_process_multi_label(logits, config=model.config))  # calibrated thresholds, else 0.5
 
-# or with the pipeline: the 5 most likely labels, each with its own sigmoid score
+# or with the pipeline: every label at or above its threshold, each with its own sigmoid score (top_k=5: the 5 most
+# likely labels; threshold=0.3 or {{"label": 0.3}}: other thresholds)
 classifier = pipeline("image-classification", model="{repo}", trust_remote_code=True)
-print(classifier("image.jpg", top_k=5))
+print(classifier("image.jpg"))
 ```"""
 
 

@@ -322,49 +322,56 @@ class HSVLTImageProcessor(PilBackend):
     def post_process_multi_label(
         self,
         logits: "torch.Tensor | np.ndarray",
-        threshold: float | None = 0.5,
+        threshold: "float | Sequence[float] | Mapping[str, float] | str | None" = "auto",
         top_k: int | None = None,
         id2label: Mapping[int, str] | Sequence[str] | None = None,
+        config=None,
     ) -> list[list[dict]]:
         """
         Turn multi-label logits into the predicted labels of every image.
 
         Scores are the sigmoid of the logits (one independent probability per label). Labels are kept when their
-        score is at least `threshold`, then at most `top_k` of them with the highest scores; ties keep the lower
+        score is at least their threshold, then at most `top_k` of them with the highest scores; ties keep the lower
         label index first.
 
         Args:
             logits (`torch.Tensor` or `np.ndarray` of shape `(batch_size, num_labels)`):
                 The logits of the model, e.g. `outputs.logits`.
-            threshold (`float`, *optional*, defaults to 0.5):
-                Minimum score, in [0, 1], of a kept label. `None` keeps every label (then `top_k` alone selects).
+            threshold (`float`, `list[float]`, `dict[str, float]`, `"auto"` or `None`, *optional*, defaults to `"auto"`):
+                Minimum score, in [0, 1], of a kept label: one number for every label, one per label, or a mapping
+                from label names to thresholds (the other labels follow `"auto"`). `"auto"`: the checkpoint's
+                calibrated thresholds (`config.label_thresholds`, see `hsvlt-calibrate`) when `config` has them,
+                else 0.5. `None` keeps every label (then `top_k` alone selects).
             top_k (`int`, *optional*):
-                Maximum number of labels kept per image (at least 1). `None` keeps every label above `threshold`.
+                Maximum number of labels kept per image (at least 1). `None` keeps every label above its threshold.
             id2label (`dict[int, str]` or `list[str]`, *optional*):
-                Name of every label index, e.g. `model.config.id2label`; must cover exactly the `num_labels` labels.
-                Defaults to `LABEL_0`, `LABEL_1`, ...
+                Name of every label index; must cover exactly the `num_labels` labels. Defaults to `config.id2label`,
+                else `LABEL_0`, `LABEL_1`, ...
+            config (`PreTrainedConfig`, *optional*):
+                The model's config (`model.config`): its `id2label` and its calibrated `label_thresholds`, matched to
+                the labels by name.
 
         Returns:
             `list[list[dict]]`: For every image, the kept labels sorted by decreasing score, each as
             `{"label": str, "score": float, "index": int}`.
 
         Raises:
-            ValueError: If `logits` is not a 2-D array of real numbers without NaN, `threshold` is not in [0, 1],
-                `top_k` is not a positive integer, or `id2label` does not name the labels of `logits`.
+            ValueError: If `logits` is not a 2-D array of real numbers without NaN, a threshold is not in [0, 1] (or
+                a mapping names an unknown label, or a list has not one value per label), `top_k` is not a positive
+                integer, or `id2label` does not name the labels of `logits`.
         """
-        if threshold is not None and (
-            isinstance(threshold, bool) or not isinstance(threshold, Real) or not 0 <= threshold <= 1
-        ):
-            raise ValueError(f"threshold must be a number in [0, 1] or None, got {threshold!r}.")
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, Integral) or top_k < 1):
             raise ValueError(f"top_k must be an integer >= 1 or None, got {top_k!r}.")
         probabilities = _sigmoid_probabilities(logits)
+        if id2label is None and config is not None:
+            id2label = config.id2label
         names = _label_names(id2label, probabilities.shape[1])
+        thresholds = decision_thresholds(threshold, names, calibrated_thresholds(config))
         results = []
         for scores in probabilities:
             order = np.argsort(-scores, kind="stable")
-            if threshold is not None:
-                order = order[scores[order] >= threshold]
+            if thresholds is not None:
+                order = order[scores[order] >= thresholds[order]]
             if top_k is not None:
                 order = order[:top_k]
             results.append(
@@ -373,6 +380,54 @@ class HSVLTImageProcessor(PilBackend):
         return results
 
 
+DEFAULT_THRESHOLD = 0.5
+"""The decision threshold of a label without a calibrated one."""
+
+
+def calibrated_thresholds(config) -> dict[str, float]:
+    """The calibrated threshold of each label of a model config, by label name (`config.label_thresholds`, written by
+    `hsvlt-calibrate`); empty for a config without them."""
+    thresholds = getattr(config, "label_thresholds", None)
+    if not thresholds:
+        return {}
+    return {config.id2label[index]: float(value) for index, value in enumerate(thresholds)}
+
+
+def _check_threshold(value, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real) or not 0 <= value <= 1:
+        raise ValueError(
+            f"threshold must be a number in [0, 1] (or one per label, a mapping from label names to such numbers, "
+            f"'auto' or None), got {what}{value!r}."
+        )
+    return float(value)
+
+
+def decision_thresholds(threshold, names: Sequence[str], calibrated: Mapping[str, float]) -> np.ndarray | None:
+    """
+    The threshold of every label `names[i]`, from `threshold` as `post_process_multi_label` takes it: a number, one
+    per label, a mapping from names (other labels follow `"auto"`), `"auto"` (the `calibrated` threshold of a label by
+    name, else `DEFAULT_THRESHOLD`) or `None` (no threshold: returns `None`).
+    """
+    if threshold is None:
+        return None
+    automatic = {name: calibrated.get(name, DEFAULT_THRESHOLD) for name in names}
+    if isinstance(threshold, str) and threshold == "auto":
+        chosen = automatic
+    elif isinstance(threshold, Mapping):
+        unknown = sorted(set(threshold) - set(names), key=str)
+        if unknown:
+            raise ValueError(f"threshold names labels the model does not have: {unknown[:10]}; its labels: {names}.")
+        chosen = {**automatic, **{name: _check_threshold(value, f"{name!r}: ") for name, value in threshold.items()}}
+    elif isinstance(threshold, (Sequence, np.ndarray)) and not isinstance(threshold, (str, bytes)):
+        if len(threshold) != len(names):
+            raise ValueError(f"threshold must hold one value per label ({len(names)}), got {len(threshold)} values.")
+        chosen = {name: _check_threshold(value, f"{name!r}: ") for name, value in zip(names, threshold)}
+    else:
+        value = _check_threshold(threshold, "")
+        chosen = dict.fromkeys(names, value)
+    return np.array([chosen[name] for name in names], dtype=np.float64)
+
+
 HSVLTImageProcessor.register_for_auto_class("AutoImageProcessor")
 
-__all__ = ["HSVLTImageProcessor"]
+__all__ = ["DEFAULT_THRESHOLD", "HSVLTImageProcessor", "calibrated_thresholds", "decision_thresholds"]

@@ -26,18 +26,19 @@ def predict(
     processor: HSVLTImageProcessor,
     images: list[PIL.Image.Image],
     sources: list[str],
-    threshold: float | None = 0.5,
+    threshold: float | str | None = "auto",
     top_k: int | None = None,
     heatmap_method: str | None = None,
     heatmap_stage: int = DEFAULT_STAGE,
 ) -> list[Prediction]:
-    """Predict the labels of a batch of images; with `heatmap_method` (`gradxinput`, the default of the commands,
+    """Predict the labels of a batch of images (`threshold` as `post_process_multi_label` takes it: `"auto"` is the
+    checkpoint's calibrated thresholds, else 0.5); with `heatmap_method` (`gradxinput`, the default of the commands,
     `attention` for the architecture's own maps, `gradcam`, ...), also the heatmap of each predicted label at stage
     `heatmap_stage`."""
     pixel_values = processor(images=images, return_tensors="pt")["pixel_values"].to(model.device, model.dtype)
     with torch.no_grad():
         logits = model(pixel_values=pixel_values).logits
-    labels = processor.post_process_multi_label(logits.float().cpu(), threshold, top_k, model.config.id2label)
+    labels = processor.post_process_multi_label(logits.float().cpu(), threshold, top_k, config=model.config)
     predictions = [Prediction(source, image_labels) for source, image_labels in zip(sources, labels)]
     if heatmap_method is not None:
         add_label_heatmaps(model, pixel_values, predictions, method=heatmap_method, stage=heatmap_stage)

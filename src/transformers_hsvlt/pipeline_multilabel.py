@@ -10,7 +10,13 @@ sigmoid of each label's logit (multi-label), as for every `multi_label_classific
 Open-vocabulary checkpoints (PatchCT, PVLR: their class names go through a text tower, and they carry the tokenizer
 of their class names) also score label names given at call time, as transformers' zero-shot pipelines do:
 `classifier("photo.jpg", candidate_labels=["cat", "dog", "bicycle"])`, each with its own sigmoid score (not a
-softmax over the candidates: several can be present). `top_k=None` returns every label, ranked.
+softmax over the candidates: several can be present).
+
+Decisions: by default the pipeline returns every label at or above its threshold, most confident first: the
+checkpoint's calibrated thresholds (`config.label_thresholds`, see `hsvlt-calibrate`), 0.5 for a label without one.
+`threshold=` takes a number or a mapping from label names to thresholds; `top_k=` alone returns the `top_k` most
+likely labels whatever their scores (`top_k=None`: every label), as transformers' pipeline does; with both, at most
+`top_k` labels at or above their thresholds. Candidate labels take the same arguments.
 """
 
 import numpy as np
@@ -20,16 +26,24 @@ from transformers.pipelines import ImageClassificationPipeline
 from .image_conversion_hsvlt import convert_image_to_rgb, open_image
 
 
+NOT_GIVEN = object()
+"""The default of `top_k` in `postprocess`: not given (the thresholds decide)."""
+
+
 class MultiLabelImageClassificationPipeline(ImageClassificationPipeline):
     """`ImageClassificationPipeline` whose images (paths, URLs, PIL images) are read as the toolkit reads them, with
     `candidate_labels` for open-vocabulary checkpoints."""
 
     _load_tokenizer = None  # optional: open-vocabulary checkpoints carry the tokenizer of their class names
 
-    def _sanitize_parameters(self, candidate_labels=None, **kwargs):
+    def _sanitize_parameters(self, candidate_labels=None, threshold=None, **kwargs):
+        top_k_given = "top_k" in kwargs
+        top_k = kwargs.pop("top_k", None)
         preprocess, forward, postprocess = super()._sanitize_parameters(**kwargs)
-        if "top_k" in kwargs and kwargs["top_k"] is None:  # every label; transformers' pipeline would keep 5
-            postprocess["top_k"] = None
+        if top_k_given:
+            postprocess["top_k"] = top_k
+        if threshold is not None:
+            postprocess["threshold"] = threshold
         if candidate_labels is not None:
             names = candidate_labels.split(",") if isinstance(candidate_labels, str) else list(candidate_labels)
             forward["candidate_labels"] = postprocess["candidate_labels"] = [name.strip() for name in names]
@@ -51,13 +65,25 @@ class MultiLabelImageClassificationPipeline(ImageClassificationPipeline):
         class_inputs = self.model.class_name_inputs(candidate_labels, self.tokenizer)
         return self.model(**model_inputs, **{name: value.to(self.model.device) for name, value in class_inputs.items()})
 
-    def postprocess(self, model_outputs, function_to_apply=None, top_k=5, candidate_labels=None):
-        if candidate_labels is None:
-            top_k = self.model.config.num_labels if top_k is None else top_k
-            return super().postprocess(model_outputs, function_to_apply=function_to_apply, top_k=top_k)
-        scores = torch.sigmoid(model_outputs["logits"][0].float()).tolist()
-        ranked = sorted(zip(candidate_labels, scores), key=lambda pair: -pair[1])
-        return [{"label": name, "score": score} for name, score in ranked[:top_k]]
+    def postprocess(
+        self, model_outputs, function_to_apply=None, top_k=NOT_GIVEN, threshold=None, candidate_labels=None
+    ):
+        if function_to_apply is not None and candidate_labels is None:
+            return super().postprocess(
+                model_outputs,
+                function_to_apply,
+                top_k=5 if top_k is NOT_GIVEN else top_k or self.model.config.num_labels,
+            )
+        if threshold is None and top_k is NOT_GIVEN:
+            threshold = "auto"
+        (labels,) = self.image_processor.post_process_multi_label(
+            model_outputs["logits"][:1].float(),
+            threshold=threshold,
+            top_k=None if top_k is NOT_GIVEN else top_k,
+            id2label=candidate_labels,
+            config=self.model.config,
+        )
+        return [{"label": label["label"], "score": label["score"]} for label in labels]
 
 
 FAMILY_PIPELINES = {

@@ -1,5 +1,8 @@
 """`hsvlt-eval MODEL --dataset NAME [--data_dir DIR] [--eval_split SPLIT]`: the metric table of any family checkpoint
-on a dataset split (stdout), optionally as JSON with per-class AP (`--json FILE`) and plots (`--plots DIR`)."""
+on a dataset split (stdout), optionally as JSON with per-class AP (`--json FILE`) and plots (`--plots DIR`).
+
+A checkpoint with calibrated thresholds (`hsvlt-calibrate`) also gets CP/CR/CF1/OP/OR/OF1 at those thresholds,
+labelled with the split they were calibrated on, and as optimistic when that is the evaluated split."""
 
 import math
 import os
@@ -9,9 +12,11 @@ from dataclasses import dataclass, field
 from transformers import HfArgumentParser
 
 from ..checkpoints import load_checkpoint, resolve_device
-from ..data import DataArguments, load_training_data
+from ..data import DEFAULT_SPLITS, DataArguments, load_training_data
 from ..evaluation import check_writable, evaluate_all_classes, format_extras, format_metric_table, write_results
-from ..evaluation.metrics import format_swept_table, swept_threshold_metrics
+from ..evaluation.metrics import format_swept_table, multilabel_metrics, swept_threshold_metrics
+from ..evaluation.thresholds import dataset_location, describe_calibration
+from ..image_processing_hsvlt import calibrated_thresholds
 from ..threads import set_threads
 from .common import EXIT_SUCCESS, RuntimeArguments, run_command
 
@@ -100,12 +105,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         if swept:
             print("\n" + format_swept_table(swept))
+        calibrated = calibrated_metrics(model.config, result, data_args, eval_args.top_k)
+        if calibrated:
+            print("\n" + format_calibrated_table(calibrated))
         if result.skipped:
             print(f"\nskipped {len(result.skipped)} unreadable image(s):", file=sys.stderr)
             for path, reason in result.skipped:
                 print(f"  {path}: {reason}", file=sys.stderr)
         if eval_args.json:
-            write_results(eval_args.json, result, **extras, **swept)
+            write_results(eval_args.json, result, **extras, **swept, **calibrated)
         if eval_args.plots:
             from ..visualization import save_evaluation_plots
 
@@ -113,6 +121,40 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_SUCCESS
 
     return run_command(PROG, command)
+
+
+def calibrated_metrics(config, result, data_args: DataArguments, top_k: int) -> dict:
+    """CP/CR/CF1/OP/OR/OF1 (and top-k) at the checkpoint's calibrated thresholds, keys ending in `_calibrated`, with
+    `label_thresholds_source` and `calibrated_on_evaluated_split`; empty for a checkpoint without calibrated
+    thresholds for every class of the split."""
+    by_name = calibrated_thresholds(config)
+    if not by_name or not set(result.class_names) <= set(by_name):
+        return {}
+    thresholds = [by_name[name] for name in result.class_names]
+    metrics = multilabel_metrics(result.scores, result.targets, threshold=thresholds, top_k=top_k)
+    source = config.label_thresholds_source or {}
+    evaluated = (
+        data_args.dataset,
+        dataset_location(data_args.data_dir),
+        data_args.eval_split or DEFAULT_SPLITS[data_args.dataset][1],
+    )
+    same_split = evaluated == (source.get("dataset"), source.get("data_dir"), source.get("split"))
+    return {
+        **{f"{key}_calibrated": value for key, value in metrics.items() if key not in ("mAP", "per_class_AP")},
+        "label_thresholds_source": source,
+        "calibrated_on_evaluated_split": same_split,
+    }
+
+
+def format_calibrated_table(calibrated: dict) -> str:
+    """The metrics at the calibrated thresholds as a labelled table (see `calibrated_metrics`)."""
+    table = format_metric_table(
+        {key.removesuffix("_calibrated"): value for key, value in calibrated.items() if key.endswith("_calibrated")}
+    )
+    label = describe_calibration(calibrated["label_thresholds_source"])
+    if calibrated["calibrated_on_evaluated_split"]:
+        label += "; THIS VERY SPLIT: optimistic"
+    return f"at the calibrated thresholds ({label}):\n{table}"
 
 
 if __name__ == "__main__":

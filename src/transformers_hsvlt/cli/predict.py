@@ -36,8 +36,12 @@ PROG = "hsvlt-predict"
 
 @dataclass
 class PredictArguments:
-    threshold: float = field(
-        default=0.5, metadata={"help": "Keep labels scoring at least this, in [0, 1] (default 0.5)."}
+    threshold: float | None = field(
+        default=None,
+        metadata={
+            "help": "Keep labels scoring at least this, in [0, 1] (default: the checkpoint's calibrated threshold of "
+            "each label, see hsvlt-calibrate, else 0.5)."
+        },
     )
     top_k: int | None = field(default=None, metadata={"help": "Keep at most this many labels per image."})
     json: bool = field(default=False, metadata={"help": "Print JSON instead of a table."})
@@ -79,7 +83,7 @@ class PredictArguments:
     def __post_init__(self):
         if self.download_seconds <= 0 or self.max_download_mb <= 0:
             raise ValueError("--download_seconds and --max_download_mb must be positive.")
-        if not 0 <= self.threshold <= 1 or math.isnan(self.threshold):
+        if self.threshold is not None and (not 0 <= self.threshold <= 1 or math.isnan(self.threshold)):
             raise ValueError(f"--threshold must be in [0, 1], got {self.threshold}.")
         if self.top_k is not None and self.top_k < 1:
             raise ValueError(f"--top_k must be at least 1, got {self.top_k}.")
@@ -167,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                 processor,
                 [image for _, image in loaded],
                 [source for source, _ in loaded],
-                args.threshold,
+                "auto" if args.threshold is None else args.threshold,
                 args.top_k,
                 heatmap_method=args.heatmap_method if args.heatmaps else None,
                 heatmap_stage=args.heatmap_stage,
@@ -199,7 +203,9 @@ class PredictionPrinter:
             else:
                 print(prediction.source)
                 if not prediction.labels:
-                    print(f"  (no label scores {self.threshold} or more)")
+                    print(
+                        f"  (no label scores {'its threshold' if self.threshold is None else self.threshold} or more)"
+                    )
                 for label in prediction.labels:
                     print(f"  {label['label']:<24} {label['score']:.4f}")
             self.count += 1

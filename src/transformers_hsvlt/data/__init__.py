@@ -11,7 +11,7 @@ from .coco import load_coco2014
 from .collator import MultiLabelCollator
 from .custom import load_custom, load_hub
 from .digits import DIGIT_CLASS_NAMES, build_digit_canvases
-from .dispatch import DEFAULT_SPLITS, DataArguments, load_splits, load_training_data
+from .dispatch import DEFAULT_SPLITS, DataArguments, load_split, load_splits, load_training_data
 from .features import IGNORE_INDEX, get_class_names, multi_hot, multilabel_features
 from .label_files import iter_lines, read_label_names
 from .listfile import load_list_files
@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_SPLITS",
     "DataArguments",
     "iter_lines",
+    "load_split",
     "load_splits",
     "load_training_data",
     "read_label_names",

@@ -49,6 +49,7 @@ def build_digit_canvases(
     digit_scale: tuple[float, float] = (0.7, 1.0),
     test_fraction: float = 0.3,
     seed: int = 0,
+    num_validation: int = 0,
 ) -> DatasetDict:
     """Build the digit-canvas multi-label dataset (see the module docstring).
 
@@ -63,9 +64,12 @@ def build_digit_canvases(
         test_fraction: fraction of the source digits (per class) reserved for the test canvases.
         seed: seed of everything random; the same arguments always give the same canvases. The train and
             test canvases use independent streams, so ``num_train`` does not change the test split.
+        num_validation: number of validation canvases (e.g. to calibrate thresholds on); none by default. They are
+            new canvases of the held-out handwriting (the test split's source digits, not the training ones), drawn
+            from a stream of their own: no canvas is shared with the test split, which stays the same.
 
     Returns:
-        Splits ``train`` and ``test`` in the common schema, images as in-memory PNG bytes, plus construction
+        Splits ``train`` and ``test`` (and ``validation``) in the common schema, images as in-memory PNG bytes, plus construction
         metadata: ``digits`` (the digit drawn in each box, in drawing order, repeats possible),
         ``boxes`` (``[x0, y0, x1, y1]`` of each digit, exclusive ends) and ``source_indices`` (the index of
         each drawn digit in ``load_digits()``).
@@ -90,12 +94,13 @@ def build_digit_canvases(
         "sizes": sizes,
         "counts": (min_digits, max_digits),
     }
-    return DatasetDict(
-        {
-            "train": _build_split(digits, train_pool, num_train, layout, np.random.default_rng([seed, 1])),
-            "test": _build_split(digits, test_pool, num_test, layout, np.random.default_rng([seed, 2])),
-        }
-    )
+    splits = {
+        "train": _build_split(digits, train_pool, num_train, layout, np.random.default_rng([seed, 1])),
+        "test": _build_split(digits, test_pool, num_test, layout, np.random.default_rng([seed, 2])),
+    }
+    if num_validation:
+        splits["validation"] = _build_split(digits, test_pool, num_validation, layout, np.random.default_rng([seed, 3]))
+    return DatasetDict(splits)
 
 
 def _split_sources(

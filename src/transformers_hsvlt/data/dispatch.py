@@ -79,9 +79,21 @@ class DataArguments:
         default=4000, metadata={"help": "Number of training canvases of the digits dataset."}
     )
     digits_test_size: int = field(default=500, metadata={"help": "Number of test canvases of the digits dataset."})
+    digits_validation_size: int = field(
+        default=500,
+        metadata={
+            "help": "Number of validation canvases of the digits dataset (held-out handwriting, e.g. to calibrate)."
+        },
+    )
 
     def __post_init__(self):
-        for name in ("max_train_samples", "max_eval_samples", "digits_train_size", "digits_test_size"):
+        for name in (
+            "max_train_samples",
+            "max_eval_samples",
+            "digits_train_size",
+            "digits_test_size",
+            "digits_validation_size",
+        ):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name} must be at least 1, got {value}.")
@@ -105,7 +117,12 @@ def load_splits(data_args: DataArguments, seed: int = 0) -> DatasetDict:
     """Every split of the requested dataset, in the common multi-label schema."""
     name = data_args.dataset
     if name == "digits":
-        return build_digit_canvases(data_args.digits_train_size, data_args.digits_test_size, seed=seed)
+        return build_digit_canvases(
+            data_args.digits_train_size,
+            data_args.digits_test_size,
+            seed=seed,
+            num_validation=data_args.digits_validation_size,
+        )
     if name == "list":
         lists = {
             split: path for split, path in (("train", data_args.train_list), ("test", data_args.eval_list)) if path
@@ -116,6 +133,18 @@ def load_splits(data_args: DataArguments, seed: int = 0) -> DatasetDict:
     if name == "custom":
         return load_custom(data_args.data_dir, class_names=data_args.label_file)
     return {"voc2007": load_voc2007, "coco2014": load_coco2014, "nuswide": load_nuswide}[name](data_args.data_dir)
+
+
+def load_split(data_args: DataArguments, split: str, seed: int = 0) -> Dataset:
+    """The split named `split` of the requested dataset, limited to `max_eval_samples`; a missing or empty split is
+    an error."""
+    splits = load_splits(data_args, seed)
+    if split not in splits:
+        raise ValueError(f"Dataset {data_args.dataset!r} has no split {split!r}; it has {sorted(splits)}.")
+    if len(splits[split]) == 0:
+        raise ValueError(f"The split {split!r} of dataset {data_args.dataset!r} has no image.")
+    limit = data_args.max_eval_samples
+    return splits[split] if limit is None else splits[split].select(range(min(limit, len(splits[split]))))
 
 
 STREAMED_EVAL_SIZE = 1000

@@ -121,7 +121,8 @@ def evaluate_all_classes(
 ) -> tuple[EvaluationResult, dict[str, float]]:
     """
     `evaluate_split` on every class of the split. An open-vocabulary model (one with `set_class_names`) whose labels
-    are not the split's scores the split's classes for this evaluation (then gets its own labels back), and the mAP
+    are not the split's scores the split's classes for this evaluation (then gets its own labels and calibrated
+    thresholds back), and the mAP
     of the labels it was trained on and of the others is reported apart (`mAP_seen`, `mAP_unseen`: the protocol of
     NUS-WIDE's 925 seen / 81 unseen labels). The extra numbers returned beside the result hold these and the split's
     chance-level mAP (`chance_mAP`).
@@ -129,6 +130,7 @@ def evaluate_all_classes(
     trained_names = list(model.config.id2label.values())
     class_names = get_class_names(dataset)
     relabel = hasattr(model, "set_class_names") and class_names != trained_names
+    trained_thresholds = getattr(model.config, "label_thresholds", None)
     if relabel:
         model.set_class_names(class_names, model.class_name_tokenizer)
     try:
@@ -136,6 +138,7 @@ def evaluate_all_classes(
     finally:
         if relabel:
             model.set_class_names(trained_names, model.class_name_tokenizer)
+            model.config.label_thresholds = trained_thresholds
     unseen = set(class_names) - set(trained_names)
     extras = {"chance_mAP": chance_level_map(dataset)}
     return result, {**extras, **(seen_and_unseen_map(result, trained_names) if relabel and unseen else {})}

@@ -39,7 +39,8 @@ Args:
         image, higher meaning more likely present (e.g. sigmoid probabilities). NaN is rejected.
     references (`list` of `list` of `int`, shape (num_images, num_classes)): 1 if the class is present in the
         image, 0 if absent, -1 to ignore that class for that image.
-    threshold (`float`, defaults to 0.5): a label is predicted when its score is >= `threshold`.
+    threshold (`float` or `list` of `float`, defaults to 0.5): a label is predicted when its score is >= `threshold`
+        (one value for every class, or one per class, e.g. calibrated thresholds).
     top_k (`int`, defaults to 3): for the `*_top{k}` metrics a label is predicted when it is among the `top_k`
         highest-scored labels of its image (ties broken towards the lower class index) and its score is also
         >= `threshold`, as in the ML-GCN and HSVLT evaluation code.
@@ -186,13 +187,22 @@ def _precision_recall_f1(predicted, references):
     return {"CP": cp, "CR": cr, "CF1": _f1(cp, cr), "OP": op, "OR": or_, "OF1": _f1(op, or_)}
 
 
+def _per_class_thresholds(threshold, num_classes):
+    """`threshold` as a float64 array of one value per class, or None when it is not one."""
+    try:
+        thresholds = np.asarray(threshold, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return thresholds if thresholds.shape == (num_classes,) else None
+
+
 def multilabel_metrics(predictions, references, threshold=0.5, top_k=3):
     """Compute every metric of this module (see `_KWARGS_DESCRIPTION`) with numpy; values are percentages.
 
     Args:
         predictions: array-like (num_images, num_classes) of scores, e.g. sigmoid probabilities.
         references: array-like (num_images, num_classes) of 1 (positive), 0 (negative) or -1 (ignored).
-        threshold: a label is predicted when its score is >= threshold.
+        threshold: a label is predicted when its score is >= threshold (a number, or one per class).
         top_k: for the `*_top{k}` keys, only the top_k highest-scored labels of each image (ties: lower class
             index first) may be predicted, and only if their score is >= threshold.
 
@@ -201,8 +211,9 @@ def multilabel_metrics(predictions, references, threshold=0.5, top_k=3):
         `OF1` and the same six with the suffix `_top{top_k}`, all Python floats in [0, 100].
     """
     scores, references = _as_score_and_reference_arrays(predictions, references)
-    if not isinstance(threshold, numbers.Real) or np.isnan(threshold):
-        raise ValueError(f"threshold must be a real number, got {threshold!r}.")
+    thresholds = threshold if isinstance(threshold, numbers.Real) else _per_class_thresholds(threshold, scores.shape[1])
+    if thresholds is None or np.isnan(thresholds).any():
+        raise ValueError(f"threshold must be a real number or one per class ({scores.shape[1]}), got {threshold!r}.")
     if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1:
         raise ValueError(f"top_k must be a positive integer, got {top_k!r}.")
 
@@ -213,7 +224,7 @@ def multilabel_metrics(predictions, references, threshold=0.5, top_k=3):
         "per_class_AP": [float(ap) * 100 for ap in average_precision],
     }
 
-    above_threshold = scores >= threshold
+    above_threshold = scores >= thresholds
     for key, value in _precision_recall_f1(above_threshold, references).items():
         results[key] = value * 100
 
