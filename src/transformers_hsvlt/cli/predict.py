@@ -6,6 +6,9 @@ exit status is then 1. `--heatmaps DIR` (a new or empty directory, unless `--ove
 every image, a figure of its predicted labels' heatmaps (`--heatmap_method`, default gradient x input at stage 0) and
 the raw maps (`.npy`), under names unique per input path; a heatmap that cannot be written is reported without losing
 the predictions, which are printed first.
+
+`hsvlt-predict MODEL --input DIR_OR_LIST_OR_DATASET --output tags.jsonl` tags a whole collection into a file instead,
+resumable and split across the processes of `accelerate launch`: see `transformers_hsvlt.collection`.
 """
 
 import glob
@@ -24,6 +27,7 @@ from ..checkpoints import (
     load_checkpoint,
     resolve_device,
 )
+from ..collection import CollectionArguments, Processes, tag_collection
 from ..images import DEFAULT_DOWNLOAD_SECONDS, DEFAULT_MAX_DOWNLOAD_BYTES, ImageLoadError, load_image
 from ..inference import predict
 from ..threads import set_threads
@@ -55,10 +59,6 @@ class PredictArguments:
     heatmaps: str | None = field(
         default=None,
         metadata={"help": "Write heatmap figures of the predicted labels into this directory (new or empty)."},
-    )
-    overwrite_output_dir: bool = field(
-        default=False,
-        metadata={"help": "Write --heatmaps into a non-empty directory (figures of the same names are replaced)."},
     )
     heatmap_method: str = field(
         default=DEFAULT_METHOD,
@@ -92,9 +92,11 @@ class PredictArguments:
 
 
 def build_parser() -> HfArgumentParser:
-    parser = HfArgumentParser((PredictArguments, RuntimeArguments), prog=PROG, description=__doc__.splitlines()[0])
+    parser = HfArgumentParser(
+        (PredictArguments, CollectionArguments, RuntimeArguments), prog=PROG, description=__doc__.splitlines()[0]
+    )
     parser.add_argument("model", help="A family checkpoint directory or Hub id.")
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="Image paths, globs or http(s) URLs.")
+    parser.add_argument("images", nargs="*", metavar="IMAGE", help="Image paths, globs or http(s) URLs.")
     return parser
 
 
@@ -142,12 +144,15 @@ def label_names_argument(text: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     def command() -> int:
-        args, runtime, extra = build_parser().parse_args_into_dataclasses(argv)
+        args, collection, runtime, extra = build_parser().parse_args_into_dataclasses(argv)
+        check_images_or_collection(extra.images, args, collection)
         set_threads(runtime.threads)
         resolve_device(args.device)
         if args.heatmaps:
-            check_empty_directory(args.heatmaps, args.overwrite_output_dir, flag="--heatmaps")
+            check_empty_directory(args.heatmaps, collection.overwrite_output_dir, flag="--heatmaps")
         check_against_checkpoint(extra.model, args)
+        if collection.input is not None:
+            return tag_collection_command(extra.model, args, collection, runtime)
         model, processor = load_checkpoint(extra.model, args.device)
         if args.labels is not None:
             model.set_class_names(label_names_argument(args.labels), model.class_name_tokenizer)
@@ -185,6 +190,42 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_PARTIAL_FAILURE if failures else EXIT_SUCCESS
 
     return run_command(PROG, command)
+
+
+def check_images_or_collection(images: list[str], args: PredictArguments, collection: CollectionArguments) -> None:
+    """IMAGE arguments (printed) or `--input` (tagged into `--output`), not both; heatmaps only for IMAGE arguments."""
+    if collection.input is None and not images:
+        raise ValueError("give IMAGE arguments, or --input DIR_OR_LIST_OR_DATASET with --output FILE.")
+    if collection.input is not None and (images or args.heatmaps or args.json):
+        raise ValueError("--input tags a collection into --output: drop the IMAGE arguments, --heatmaps and --json.")
+    if collection.input is None and collection.output is not None:
+        raise ValueError("--output needs --input DIR_OR_LIST_OR_DATASET.")
+
+
+def tag_collection_command(model_name: str, args: PredictArguments, collection: CollectionArguments, runtime) -> int:
+    """`--input ... --output ...`: tag the collection, each process of a launch on its share; exit 1 when some images
+    were unreadable (listed in the errors file)."""
+    processes = Processes.from_environment()
+    try:
+        if runtime.threads == "auto":
+            processes.share_threads()
+        model, processor = load_checkpoint(model_name, processes.device(args.device))
+        if args.labels is not None:
+            model.set_class_names(label_names_argument(args.labels), model.class_name_tokenizer)
+        _, errors = tag_collection(
+            model,
+            processor,
+            collection,
+            processes,
+            threshold=args.threshold,
+            top_k=args.top_k,
+            batch_size=args.batch_size,
+        )
+    finally:
+        processes.close()
+    if errors:
+        print(f"{PROG}: {errors} unreadable image(s), listed in {collection.output}.errors.jsonl", file=sys.stderr)
+    return EXIT_PARTIAL_FAILURE if errors else EXIT_SUCCESS
 
 
 class PredictionPrinter:
