@@ -109,7 +109,7 @@ def load_model(name_or_path: str, architecture: Architecture | None = None) -> P
 
 def is_open_vocabulary(architecture: Architecture) -> bool:
     """Whether the architecture reads class names through its own text tower, so any names can be scored."""
-    return "names" in architecture.label_inputs
+    return architecture.open_vocabulary
 
 
 def image_processor_for(architecture: Architecture, config: PreTrainedConfig) -> HSVLTImageProcessor:
