@@ -124,8 +124,11 @@ def convert_checkpoint(
     """Convert an authors' checkpoint with the architecture's converter (`options` are its keyword arguments, e.g.
     `labels`, `label_embeddings`, `cooccurrence`) and write it as a complete remote-code checkpoint."""
     architecture = get_architecture(architecture_name)
-    if architecture.convert is None:
-        raise ValueError(f"--architecture {architecture_name}: no converter of the authors' checkpoints is registered.")
+    architecture.refuse_unless(
+        architecture.convert is not None,
+        f"--architecture {architecture_name}",
+        "has no converter of its authors' checkpoints (its registry entry declares no `convert`).",
+    )
     try:
         inspect.signature(architecture.convert).bind(checkpoint, **options)
     except TypeError as error:
