@@ -22,6 +22,7 @@ NAMES = ["aeroplane", "bicycle", "bird", "boat", "diningtable"]
 EXPECTED_FILES = [
     "README.md",
     "config.json",
+    "configuration_family.py",
     "configuration_hsvlt.py",
     "image_conversion_hsvlt.py",
     "image_processing_hsvlt.py",

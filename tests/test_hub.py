@@ -24,6 +24,7 @@ from transformers_hsvlt.hub import (
 
 REPO_ID = "my-user/hsvlt-s-voc2007"
 REMOTE_CODE_FILES = (
+    "configuration_family.py",
     "configuration_hsvlt.py",
     "modeling_hsvlt.py",
     "modeling_hsvlt_encoder.py",

@@ -125,7 +125,7 @@ def load_model(name_or_path: str, architecture: Architecture | None = None) -> P
 
 def is_open_vocabulary(architecture: Architecture) -> bool:
     """Whether the architecture reads class names through its own text tower, so any names can be scored."""
-    return "names" in architecture.label_inputs
+    return architecture.open_vocabulary
 
 
 def image_processor_for(architecture: Architecture, config: PreTrainedConfig) -> HSVLTImageProcessor:
@@ -140,8 +140,11 @@ def convert_checkpoint(
     """Convert an authors' checkpoint with the architecture's converter (`options` are its keyword arguments, e.g.
     `labels`, `label_embeddings`, `cooccurrence`) and write it as a complete remote-code checkpoint."""
     architecture = get_architecture(architecture_name)
-    if architecture.convert is None:
-        raise ValueError(f"--architecture {architecture_name}: no converter of the authors' checkpoints is registered.")
+    architecture.refuse_unless(
+        architecture.convert is not None,
+        f"--architecture {architecture_name}",
+        "has no converter of its authors' checkpoints (its registry entry declares no `convert`).",
+    )
     try:
         inspect.signature(architecture.convert).bind(checkpoint, **options)
     except TypeError as error:

@@ -190,6 +190,7 @@ class ClassNameInputsMixin:
     """
 
     class_name_input_names: tuple[str, ...] = ()
+    supports_class_names = True
 
     def _register_class_name_buffers(self) -> None:
         shape = (self.config.num_labels, self.config.text_config.max_position_embeddings)
@@ -232,6 +233,8 @@ class ClassNameInputsMixin:
 
 class OpenVocabularyClassifierMixin:
     """`set_class_names` and `class_name_inputs` of a classifier, delegated to its base model (`base_model`)."""
+
+    supports_class_names = True
 
     def class_name_inputs(self, names: Sequence[str], tokenizer) -> dict[str, torch.Tensor]:
         """The forward keyword arguments that classify `names` instead of the stored labels, e.g.

@@ -5,9 +5,11 @@ from typing import ClassVar
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
+from .configuration_family import FamilyConfigMixin
+
 
 @strict
-class HSVLTConfig(PreTrainedConfig):
+class HSVLTConfig(FamilyConfigMixin, PreTrainedConfig):
     r"""
     Configuration of an HSVLT model (Hierarchical Scale-Aware Vision-Language Transformer, ACM MM 2023).
     The defaults build HSVLT-S, the paper's released model: a ConvNeXt-S visual hierarchy in which every
@@ -39,33 +41,15 @@ class HSVLTConfig(PreTrainedConfig):
             Initial value of the ConvNeXt layer-scale parameters (0 disables layer scale).
         drop_path_rate (`float`, *optional*, defaults to 0.0):
             Stochastic depth rate, increasing linearly over all blocks.
-        image_size (`int`, *optional*, defaults to 448):
-            Input resolution the model is trained at.
         fold_label_attention (`bool`, *optional*):
             How IVLA is computed; both forms give the same outputs (see `HSVLTVisualLinguisticAttention`). `True`:
             the key/value projections folded onto the label queries (the K label vectors are projected instead of the
             H*W visual tokens); `False`: the authors' straightforward form; `None` (default): in each block, the form
             that costs fewer multiply-adds (folded in every block of HSVLT-S at 448x448 with 80 labels, straightforward
             where a stage has fewer tokens than labels, e.g. small images).
-        multilabel_loss (`str`, *optional*, defaults to `"bce"`):
-            Classification loss of [`HSVLTForMultiLabelClassification`]: `"bce"` (binary cross-entropy averaged over
-            the label entries that are not ignored, the paper's loss) or `"asl"` (the Asymmetric Loss of Ridnik et
-            al., ICCV 2021, summed over labels and averaged over images). Entries labelled -1 are left out of both.
-        asl_gamma_negative (`float`, *optional*, defaults to 4.0):
-            ASL focusing exponent of the negative (absent) labels; used when `multilabel_loss="asl"`.
-        asl_gamma_positive (`float`, *optional*, defaults to 0.0):
-            ASL focusing exponent of the positive (present) labels.
-        asl_clip (`float`, *optional*, defaults to 0.05):
-            ASL probability margin: negatives whose probability is below `asl_clip` cost nothing. In [0, 1).
-        label_thresholds (`list[float]`, *optional*):
-            The decision threshold of every label, in label order, each in [0, 1], chosen on a calibration split by
-            `hsvlt-calibrate`. `None` (default): 0.5 for every label. Used wherever labels are decided
-            (`post_process_multi_label`, the pipeline, `hsvlt-predict`, the demo, `hsvlt-eval`).
-        label_thresholds_source (`dict`, *optional*):
-            Where `label_thresholds` were calibrated (dataset, split, number of images, strategy), as written by
-            `hsvlt-calibrate`.
-        problem_type (`str`, *optional*, defaults to `"multi_label_classification"`):
-            HSVLT is a multi-label classifier: one sigmoid per label.
+        image_size, multilabel_loss, asl_gamma_negative, asl_gamma_positive, asl_clip, problem_type:
+            The fields of the whole family, documented in [`FamilyConfigMixin`] (HSVLT-S: 448, `"bce"`, the paper's
+            loss).
 
     `validate_architecture` (run at construction, by `config.validate()` and when saving) refuses, with a one-line
     `ValueError` naming the field, any value the model cannot be built or trained with (e.g. `drop_path_rate`
@@ -94,48 +78,27 @@ class HSVLTConfig(PreTrainedConfig):
     layer_norm_eps: float = 1e-6
     layer_scale_init_value: float = 1e-6
     drop_path_rate: float | int = 0.0
-    image_size: int = 448
     fold_label_attention: bool | None = None
-    multilabel_loss: str = "bce"
-    asl_gamma_negative: float | int = 4.0
-    asl_gamma_positive: float | int = 0.0
-    asl_clip: float | int = 0.05
-    label_thresholds: list[float | int] | None = None
-    label_thresholds_source: dict | None = None
 
     def __post_init__(self, **kwargs):
         self.depths = list(self.depths)
         self.hidden_sizes = list(self.hidden_sizes)
-        if self.problem_type is None:
-            self.problem_type = "multi_label_classification"
         super().__post_init__(**kwargs)
-        if self.id2label is not None and self.label2id is None:
-            self.label2id = {name: index for index, name in self.id2label.items()}
-        # Checked here too, so that construction raises the plain `ValueError` (`@strict` wraps the exceptions of the
-        # `validate_*` hooks it runs after `__init__` in a `StrictDataclassClassValidationError`).
-        self.validate_architecture()
 
     @property
     def num_stages(self) -> int:
         return len(self.depths)
 
     def validate_architecture(self):
-        """Part of `@strict` validation: raise a one-line `ValueError` naming the field when the model cannot be built
-        (or trained) from this configuration."""
+        """Part of `@strict` validation (after the family's checks of [`FamilyConfigMixin`]): raise a one-line
+        `ValueError` naming the field when the model cannot be built (or trained) from this configuration."""
         super().validate_architecture()
         self._check_sizes()
         self._check_labels()
         self._check_training()
-        if self.label_thresholds is not None and (
-            len(self.label_thresholds) != self.num_labels or not all(0 <= value <= 1 for value in self.label_thresholds)
-        ):
-            raise ValueError(
-                f"{type(self).__name__}.label_thresholds must be None or one finite value in [0, 1] per label "
-                f"({self.num_labels} labels), got {self.label_thresholds}."
-            )
 
     def _check_sizes(self):
-        for name in ("num_channels", "patch_size", "image_size", "label_embedding_size", "num_attention_heads"):
+        for name in ("num_channels", "patch_size", "label_embedding_size", "num_attention_heads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"HSVLTConfig.{name} must be >= 1, got {getattr(self, name)}.")
         if len(self.depths) == 0:
@@ -159,31 +122,14 @@ class HSVLTConfig(PreTrainedConfig):
             )
 
     def _check_labels(self):
-        if not self.id2label:
-            raise ValueError(
-                f"HSVLTConfig.id2label is empty (num_labels must be >= 1, got {self.num_labels}): a multi-label "
-                "classifier needs at least one label."
-            )
-        names = list(self.id2label.values())
+        names = list((self.id2label or {}).values())
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"HSVLTConfig.id2label must name every label once, got duplicates {duplicates}.")
-        if self.problem_type != "multi_label_classification":
-            raise ValueError(
-                "HSVLTConfig.problem_type must be 'multi_label_classification' (one sigmoid per label), got "
-                f"{self.problem_type!r}."
-            )
 
     def _check_training(self):
         if not 0 <= self.drop_path_rate < 1:
             raise ValueError(f"HSVLTConfig.drop_path_rate must be in [0, 1), got {self.drop_path_rate}.")
-        if self.multilabel_loss not in ("bce", "asl"):
-            raise ValueError(f"HSVLTConfig.multilabel_loss must be 'bce' or 'asl', got {self.multilabel_loss!r}.")
-        for name in ("asl_gamma_negative", "asl_gamma_positive"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"HSVLTConfig.{name} must be >= 0, got {getattr(self, name)}.")
-        if not 0 <= self.asl_clip < 1:
-            raise ValueError(f"HSVLTConfig.asl_clip must be in [0, 1), got {self.asl_clip}.")
 
 
 __all__ = ["HSVLTConfig"]

@@ -6,7 +6,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-from .multilabel_losses import MULTILABEL_LOSSES
+from .configuration_family import FamilyConfigMixin
 
 
 RESNET_101 = {
@@ -23,7 +23,7 @@ convolution, which transformers' ResNet does with `downsample_in_bottleneck=Fals
 
 
 @strict
-class MSRNConfig(PreTrainedConfig):
+class MSRNConfig(FamilyConfigMixin, PreTrainedConfig):
     r"""
     Configuration of an MSRN model (Multi-layered Semantic Representation Network, Qu et al., arXiv 2106.11596). The
     defaults build the paper's model: a ResNet-101 whose layer2, layer3 and layer4 outputs are tapped (1x1 "buffer"
@@ -73,23 +73,8 @@ class MSRNConfig(PreTrainedConfig):
         multilabel_loss (`str`, *optional*, defaults to `"bce"`):
             Classification loss: `"bce"` (the authors' `MultiLabelSoftMarginLoss`, i.e. binary cross-entropy averaged
             over labels and images) or `"asl"` (Asymmetric Loss).
-        asl_gamma_negative (`float`, *optional*, defaults to 4.0):
-            ASL focusing parameter of the negatives.
-        asl_gamma_positive (`float`, *optional*, defaults to 0.0):
-            ASL focusing parameter of the positives.
-        asl_clip (`float`, *optional*, defaults to 0.05):
-            ASL probability margin of the negatives.
-        image_size (`int`, *optional*, defaults to 448):
-            Input resolution the model is trained at.
-        label_thresholds (`list[float]`, *optional*):
-            The decision threshold of every label, in label order, each in [0, 1], chosen on a calibration split by
-            `hsvlt-calibrate`. `None` (default): 0.5 for every label. Used wherever labels are decided
-            (`post_process_multi_label`, the pipeline, `hsvlt-predict`, the demo, `hsvlt-eval`).
-        label_thresholds_source (`dict`, *optional*):
-            Where `label_thresholds` were calibrated (dataset, split, number of images, strategy), as written by
-            `hsvlt-calibrate`.
-        problem_type (`str`, *optional*, defaults to `"multi_label_classification"`):
-            MSRN is a multi-label classifier: one sigmoid per label.
+        image_size, asl_gamma_negative, asl_gamma_positive, asl_clip, problem_type:
+            The fields of the whole family, documented in [`FamilyConfigMixin`] (the paper's image size: 448).
 
     Example:
 
@@ -120,23 +105,11 @@ class MSRNConfig(PreTrainedConfig):
     head_negative_slope: float = 0.01
     attention_label_chunk_size: int | None = 16
     group_loss_weight: float = 1e-4
-    multilabel_loss: str = "bce"
-    asl_gamma_negative: float = 4.0
-    asl_gamma_positive: float = 0.0
-    asl_clip: float = 0.05
-    image_size: int = 448
-    label_thresholds: list[float | int] | None = None
-    label_thresholds_source: dict | None = None
 
-    def __post_init__(self, **kwargs):
-        if self.problem_type is None:
-            self.problem_type = "multi_label_classification"
-        super().__post_init__(**kwargs)
-        if self.id2label is not None and self.label2id is None:
-            self.label2id = {name: index for index, name in self.id2label.items()}
+    def derive_fields(self):
+        """`num_groups` from `pool_ratio` when it is not given."""
         if self.num_groups is None:
             self.num_groups = max(1, int(self.pool_ratio * self.num_labels))
-        self.validate_architecture()
 
     @property
     def level_channels(self) -> list[int]:
@@ -163,30 +136,12 @@ class MSRNConfig(PreTrainedConfig):
             "semantic_size",
             "head_hidden_size",
             "num_groups",
-            "image_size",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"MSRNConfig.{name} must be positive, got {getattr(self, name)}.")
         if self.attention_label_chunk_size is not None and self.attention_label_chunk_size < 1:
             raise ValueError(
                 f"MSRNConfig.attention_label_chunk_size must be positive or None, got {self.attention_label_chunk_size}."
-            )
-        if self.id2label is not None and len(self.id2label) == 0:
-            raise ValueError("MSRNConfig.id2label is empty: a multi-label classifier needs at least one label.")
-        if self.multilabel_loss not in MULTILABEL_LOSSES:
-            raise ValueError(
-                f"MSRNConfig.multilabel_loss must be one of {MULTILABEL_LOSSES}, got {self.multilabel_loss!r}."
-            )
-        if self.problem_type != "multi_label_classification":
-            raise ValueError(
-                f"MSRNConfig.problem_type must be 'multi_label_classification' (one sigmoid per label), got {self.problem_type!r}."
-            )
-        if self.label_thresholds is not None and (
-            len(self.label_thresholds) != self.num_labels or not all(0 <= value <= 1 for value in self.label_thresholds)
-        ):
-            raise ValueError(
-                f"{type(self).__name__}.label_thresholds must be None or one finite value in [0, 1] per label "
-                f"({self.num_labels} labels), got {self.label_thresholds}."
             )
 
 

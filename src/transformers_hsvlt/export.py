@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .modeling_hsvlt import HSVLTForMultiLabelClassification
+from .registry import get_architecture
 
 
 class HSVLTLogits(nn.Module):
@@ -49,6 +50,10 @@ def export_onnx(
     Returns:
         The path of the written file.
     """
+    architecture = get_architecture(model.config.model_type)
+    architecture.refuse_unless(
+        architecture.onnx_export, "export_onnx", "models declare no ONNX export (Architecture.onnx_export)."
+    )
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     image_size = image_size or model.config.image_size

@@ -18,6 +18,16 @@ class FamilyPreTrainedModel(PreTrainedModel):
     """The `auto_map` of saved checkpoints: Auto class -> `module.Class` of the architecture's remote code (its config,
     base model and classifier), whichever of the two models is saved."""
 
+    supports_class_names: bool = False
+    """Whether the model scores any class names through its own text tower (open vocabulary: PatchCT, PVLR): it then
+    has `class_name_inputs(names, tokenizer)` (forward keyword arguments scoring `names`) and
+    `set_class_names(names, tokenizer)` (`names` as its labels from now on). The pipeline's `candidate_labels` read
+    it; the toolkit reads the same capability from its architecture registry (`relabelling="class_names"`)."""
+
+    class_name_tokenizer = None
+    """The tokenizer of the class names of a `supports_class_names` model (saved beside its checkpoint), attached by
+    whoever builds or loads the model (the toolkit's `load_model`, the CLIP builder); `None` otherwise."""
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Save as a self-contained remote-code checkpoint: the config's `auto_map` gets `remote_code_auto_map`."""
         self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **self.remote_code_auto_map}

@@ -15,8 +15,8 @@ that `Trainer`'s gradient accumulation over b-image steps equals one step over t
 import torch
 import torch.nn.functional as F
 
+from .configuration_family import MULTILABEL_LOSSES
 
-MULTILABEL_LOSSES = ("bce", "asl")
 
 _LOG_EPSILON = 1e-8
 

@@ -57,7 +57,7 @@ class MultiLabelImageClassificationPipeline(ImageClassificationPipeline):
     def _forward(self, model_inputs, candidate_labels=None):
         if candidate_labels is None:
             return super()._forward(model_inputs)
-        if not hasattr(self.model, "class_name_inputs") or self.tokenizer is None:
+        if not self.model.supports_class_names or self.tokenizer is None:
             raise ValueError(
                 f"candidate_labels needs an open-vocabulary model with its tokenizer (PatchCT, PVLR); this "
                 f"{self.model.config.model_type} model has one output per trained label: {list(self.model.config.id2label.values())}."

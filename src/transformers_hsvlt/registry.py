@@ -21,6 +21,16 @@ LABEL_INPUTS = ("embeddings", "cooccurrence", "names")
 encoder or seeded random vectors); `cooccurrence`, label counts of the training split (see `LabelCooccurrence`);
 `names`, the class names alone (models that read them through their own text encoder)."""
 
+RELABELLING = ("label_embeddings", "class_names")
+"""How a trained model can take another label set (`Architecture.relabelling`): `label_embeddings`, through
+`model.set_label_embeddings(embeddings, names)` (new label-name vectors; the head rows of names it knows are kept, the
+others start untrained); `class_names`, through `model.set_class_names(names, tokenizer)` (any names, read by the
+model's own text tower: open vocabulary)."""
+
+GRADIENT_HEATMAP_METHODS = ("gradcam", "gradcam++", "gradxact", "gradxinput")
+"""The heatmap methods computed from gradients over `Architecture.feature_maps`; `attention` reads
+`Architecture.attention_maps`."""
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -103,11 +113,18 @@ class Architecture:
             optimizer's parameter groups (the longest matching prefix wins). They apply to pretrained parts: only
             when training starts from a backbone or a checkpoint, not from scratch. The optimizer itself is a recipe entry
             (`optim="sgd", optim_args="momentum=0.9"` for MSRN's authors' SGD; AdamW by default).
-        convert: `convert(checkpoint, output_dir, **options) -> model`, the authors' checkpoint converter, if any.
+        relabelling: Which of `RELABELLING` a trained model supports (`None`: its label set is fixed, as MSRN's, whose
+            label graph and head are sized by its labels): decides whether `hsvlt-train --model_name_or_path` can
+            fine-tune it on other labels, `hsvlt-embed-labels --model` relabel it, and `hsvlt-predict --labels`,
+            `hsvlt-eval` and the demo score names it was not trained on (`class_names` only).
+        convert: `convert(checkpoint, output_dir, **options) -> model`, the authors' checkpoint converter, if any
+            (`None`: `hsvlt-convert --architecture NAME` is refused).
+        onnx_export: Whether `export.export_onnx` can export the classifier (`pixel_values` in, `logits` out).
         attention_maps: `attention_maps(outputs, config, stage) -> (batch, num_labels, height, width)`, the
             architecture's own per-label attention (for heatmaps), or `None`.
         feature_maps: `feature_maps(outputs, config) -> tuple of (batch, channels, height, width)`, one visual
             feature map per stage from the classifier's outputs with `output_hidden_states=True` (for Grad-CAM).
+            Which of them is given decides the heatmap methods (`heatmap_methods`).
         heatmap_stages: Number of stages `attention_maps` and `feature_maps` give.
         describe: `describe(config) -> [(property, value)]`, the rows of the model card's architecture table.
         paper: Card and README facts.
@@ -126,7 +143,9 @@ class Architecture:
     label_inputs: tuple[str, ...] = ("embeddings",)
     augmentation: Callable[..., torch.nn.Module] | None = None
     lr_multipliers: Mapping[str, float] = field(default_factory=dict)
+    relabelling: str | None = None
     convert: Callable[..., PreTrainedModel] | None = None
+    onnx_export: bool = False
     attention_maps: Callable[..., torch.Tensor] | None = None
     feature_maps: Callable[..., tuple[torch.Tensor, ...]] | None = None
     heatmap_stages: Callable[[PreTrainedConfig], int] = lambda config: 1
@@ -136,9 +155,32 @@ class Architecture:
         unknown = set(self.label_inputs) - set(LABEL_INPUTS)
         if unknown:
             raise ValueError(f"Architecture {self.name!r}: unknown label_inputs {sorted(unknown)}; use {LABEL_INPUTS}.")
+        if self.relabelling not in (None, *RELABELLING):
+            raise ValueError(
+                f"Architecture {self.name!r}: unknown relabelling {self.relabelling!r}; use one of {RELABELLING} or None."
+            )
         for preset in (self.default_preset, self.small_preset):
             if preset not in self.presets:
                 raise ValueError(f"Architecture {self.name!r}: preset {preset!r} is not among {sorted(self.presets)}.")
+
+    @property
+    def open_vocabulary(self) -> bool:
+        """Whether a trained model scores any class names (its text tower reads them): `relabelling="class_names"`."""
+        return self.relabelling == "class_names"
+
+    @property
+    def heatmap_methods(self) -> tuple[str, ...]:
+        """The heatmap methods this architecture supports: `attention` with `attention_maps`, the gradient methods
+        with `feature_maps`."""
+        return ("attention",) * (self.attention_maps is not None) + GRADIENT_HEATMAP_METHODS * (
+            self.feature_maps is not None
+        )
+
+    def refuse_unless(self, supported: bool, request: str, reason: str) -> None:
+        """Raise the one-line `ValueError` of a command refusing `request` (e.g. `--labels`) when this architecture
+        does not declare the capability: `"{request}: {name} {reason}"`."""
+        if not supported:
+            raise ValueError(f"{request}: {self.name} {reason}")
 
     def preset_for(self, preset: str | None, dataset: str) -> str:
         """The preset name asked for, or the default one for `dataset` (`small_preset` for the digits default)."""

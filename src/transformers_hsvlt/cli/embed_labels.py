@@ -14,7 +14,13 @@ from dataclasses import dataclass, field
 import torch
 from transformers import HfArgumentParser
 
-from ..checkpoints import check_output_directory, load_checkpoint, resolve_device, write_checkpoint
+from ..checkpoints import (
+    check_output_directory,
+    checkpoint_architecture,
+    load_checkpoint,
+    resolve_device,
+    write_checkpoint,
+)
 from ..data import read_label_names
 from ..label_embeddings import POOLING_CHOICES, embed_label_names, save_label_embeddings
 from .common import EXIT_SUCCESS, run_command
@@ -76,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         names = read_label_names(extra.labels)
         model = processor = None
         if args.model:
+            check_takes_label_embeddings(args.model)
             check_output_directory(args.save_model, args.overwrite_output_dir, flag="--save_model")
             model, processor = load_checkpoint(args.model, "cpu")
             check_relabelling(model, names, args)
@@ -105,11 +112,21 @@ def main(argv: list[str] | None = None) -> int:
     return run_command(PROG, command)
 
 
+def check_takes_label_embeddings(model_name: str) -> None:
+    """Refuse, from the checkpoint's config alone, a model whose architecture is not relabelled with label
+    embeddings (`Architecture.relabelling`)."""
+    architecture = checkpoint_architecture(model_name)
+    ways = {"class_names": "their own text tower reads class names: score new names with hsvlt-predict --labels"}
+    architecture.refuse_unless(
+        architecture.relabelling == "label_embeddings",
+        f"--model {model_name}",
+        f"models take no new label embeddings ({ways.get(architecture.relabelling, 'their label set is fixed')}).",
+    )
+
+
 def check_relabelling(model, names: list[str], args: EmbedArguments) -> None:
-    """Refuse to relabel a model that cannot take new label embeddings, or (without `--allow_untrained_labels`)
-    one whose per-label head has no row for some of the names."""
-    if not hasattr(model, "set_label_embeddings"):
-        raise ValueError(f"{args.model} ({model.config.model_type}) cannot be relabelled with label embeddings.")
+    """Refuse (without `--allow_untrained_labels`) to relabel a model whose per-label head has no row for some of
+    the names."""
     new_names = [name for name in names if name not in model.config.label2id]
     if new_names and not args.allow_untrained_labels:
         raise ValueError(

@@ -116,8 +116,8 @@ def expand_image_arguments(arguments: list[str]) -> tuple[list[str], list[str]]:
 
 
 def check_against_checkpoint(model_name: str, args: PredictArguments) -> None:
-    """Refuse, from the checkpoint's config alone (before loading weights), a heatmap stage it does not have and
-    `--labels` for a model whose head is per-label."""
+    """Refuse, from the checkpoint's config alone (before loading weights), a heatmap method or stage it does not
+    have and `--labels` for a model whose head is per-label."""
     architecture = checkpoint_architecture(model_name)
     if args.labels is not None and not is_open_vocabulary(architecture):
         raise ValueError(
@@ -125,6 +125,11 @@ def check_against_checkpoint(model_name: str, args: PredictArguments) -> None:
             "whose head has one trained output per label: predict its own labels, or fine-tune it on new ones."
         )
     if args.heatmaps:
+        architecture.refuse_unless(
+            args.heatmap_method in architecture.heatmap_methods,
+            f"--heatmap_method {args.heatmap_method}",
+            f"models have the heatmap methods {list(architecture.heatmap_methods)}.",
+        )
         config = architecture.config_class.from_pretrained(model_name)
         stages = architecture.heatmap_stages(config)
         if not -stages <= args.heatmap_stage < stages:

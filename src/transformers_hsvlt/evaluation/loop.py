@@ -14,6 +14,7 @@ from transformers import PreTrainedModel
 from ..data import chance_level_map, get_class_names, multi_hot
 from ..image_processing_hsvlt import HSVLTImageProcessor
 from ..images import ImageLoadError, load_dataset_image
+from ..registry import get_architecture
 from .metrics import multilabel_metrics, seen_and_unseen_map, sigmoid
 
 
@@ -120,17 +121,17 @@ def evaluate_all_classes(
     model: PreTrainedModel, processor: HSVLTImageProcessor, dataset: Dataset, **evaluate_kwargs
 ) -> tuple[EvaluationResult, dict[str, float]]:
     """
-    `evaluate_split` on every class of the split. An open-vocabulary model (one with `set_class_names`) whose labels
-    are not the split's scores the split's classes for this evaluation (then gets its own labels and calibrated
-    thresholds back), and the mAP
+    `evaluate_split` on every class of the split. An open-vocabulary model (its architecture's
+    `relabelling="class_names"`) whose labels are not the split's scores the split's classes for this evaluation (then
+    gets its own labels and calibrated thresholds back), and the mAP
     of the labels it was trained on and of the others is reported apart (`mAP_seen`, `mAP_unseen`: the protocol of
     NUS-WIDE's 925 seen / 81 unseen labels). The extra numbers returned beside the result hold these and the split's
     chance-level mAP (`chance_mAP`).
     """
     trained_names = list(model.config.id2label.values())
     class_names = get_class_names(dataset)
-    relabel = hasattr(model, "set_class_names") and class_names != trained_names
-    trained_thresholds = getattr(model.config, "label_thresholds", None)
+    relabel = get_architecture(model.config.model_type).open_vocabulary and class_names != trained_names
+    trained_thresholds = model.config.label_thresholds
     if relabel:
         model.set_class_names(class_names, model.class_name_tokenizer)
     try:

@@ -106,6 +106,7 @@ ARCHITECTURE = Architecture(
     default_preset="patchct",
     small_preset="tiny",
     label_inputs=("names",),
+    relabelling="class_names",
     augmentation=TrainAugmentation,
     lr_multipliers={"patchct.towers.vision_model.": 0.1, "patchct.towers.visual_projection.": 0.1},
     describe=describe,

@@ -104,6 +104,7 @@ ARCHITECTURE = Architecture(
     default_preset="pvlr",
     small_preset="tiny",
     label_inputs=("names",),
+    relabelling="class_names",
     augmentation=TrainAugmentation,
     lr_multipliers={"pvlr.towers.vision_model.": 0.1, "pvlr.towers.visual_projection.": 0.1},
     describe=describe,

@@ -138,6 +138,16 @@ def resolve_preset(model_args: ModelArguments, data_args: DataArguments) -> tupl
     return architecture, architecture.preset_for(model_args.preset, data_args.dataset)
 
 
+def check_label_arguments(architecture: Architecture, model_args: ModelArguments) -> None:
+    """Refuse label-embedding arguments for an architecture that takes no label embeddings (`label_inputs`)."""
+    for flag in ("label_embeddings", "text_encoder"):
+        architecture.refuse_unless(
+            getattr(model_args, flag) is None or "embeddings" in architecture.label_inputs,
+            f"--{flag}",
+            f"takes no label embeddings (its label inputs: {list(architecture.label_inputs) or 'none'}).",
+        )
+
+
 def parse_config_overrides(text: str | None) -> dict:
     """`'a=1,b=0.5,c=true,d=[1,2]'` -> `{'a': 1, 'b': 0.5, 'c': True, 'd': [1, 2]}` (values read as JSON if they can
     be, strings otherwise)."""
@@ -164,6 +174,7 @@ def parse_train_arguments(
     first_pass = HfArgumentParser((ModelArguments, DataArguments, OutputArguments))
     model_args, data_args, _, _ = first_pass.parse_args_into_dataclasses(without_help, return_remaining_strings=True)
     architecture, preset_name = resolve_preset(model_args, data_args)
+    check_label_arguments(architecture, model_args)
     preset = architecture.presets[preset_name]
     parser = HfArgumentParser((ModelArguments, DataArguments, OutputArguments, TrainingArguments), prog="hsvlt-train")
     output_dir = f"{architecture.name}-{data_args.dataset}"

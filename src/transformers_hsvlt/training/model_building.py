@@ -68,6 +68,26 @@ def config_values_for(architecture: Architecture, model_args: ModelArguments) ->
     return values
 
 
+def relabel_checkpoint(
+    architecture: Architecture, model: PreTrainedModel, class_names: list[str], model_args: ModelArguments, seed: int
+) -> None:
+    """Give a loaded checkpoint the run's labels the way its architecture declares (`relabelling`)."""
+    architecture.refuse_unless(
+        architecture.relabelling is not None,
+        f"--model_name_or_path {model_args.model_name_or_path}",
+        f"models have a fixed label set ({model.config.num_labels} labels): fine-tune it on the same labels, or train "
+        f"a new model on these (--model {architecture.name} without --model_name_or_path).",
+    )
+    if architecture.relabelling == "class_names":
+        model.set_class_names(class_names, model.class_name_tokenizer)
+        return
+    if model_args.label_embeddings:
+        embeddings = label_embeddings_for(class_names, model_args, seed, width=model.config.label_embedding_size)
+        model.set_label_embeddings(torch.from_numpy(embeddings), class_names)
+    else:
+        model.set_label_embeddings(embeddings_by_name(model, class_names, model_args, seed), class_names)
+
+
 def build_model(
     architecture: Architecture, model_args: ModelArguments, class_names: list[str], train_split: Dataset, seed: int
 ) -> PreTrainedModel:
@@ -81,11 +101,8 @@ def build_model(
                 f"but --model is {architecture.name}."
             )
         # a given --label_embeddings file is checked against the checkpoint and used even for the same class names
-        if model_args.label_embeddings:
-            embeddings = label_embeddings_for(class_names, model_args, seed, width=model.config.label_embedding_size)
-            model.set_label_embeddings(torch.from_numpy(embeddings), class_names)
-        elif list(model.config.id2label.values()) != class_names:
-            model.set_label_embeddings(embeddings_by_name(model, class_names, model_args, seed), class_names)
+        if model_args.label_embeddings or list(model.config.id2label.values()) != class_names:
+            relabel_checkpoint(architecture, model, class_names, model_args, seed)
         return model
     label_side = label_side_for(architecture, class_names, model_args, train_split, seed)
     return architecture.build(config_values_for(architecture, model_args), label_side, model_args.backbone)

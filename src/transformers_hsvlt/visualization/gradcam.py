@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..registry import get_architecture
+from ..registry import GRADIENT_HEATMAP_METHODS, get_architecture
 
 
 __all__ = [
@@ -45,7 +45,7 @@ __all__ = [
     "upsample_heatmaps",
 ]
 
-METHODS = ("gradcam", "gradcam++", "gradxact", "gradxinput", "attention")
+METHODS = (*GRADIENT_HEATMAP_METHODS, "attention")
 METHOD_NAMES = {
     "gradcam": "Grad-CAM",
     "gradcam++": "Grad-CAM++",
