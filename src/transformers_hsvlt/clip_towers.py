@@ -297,8 +297,11 @@ class CLIPTowersPreTrainedModel(FamilyPreTrainedModel):
     def _init_weights(self, module):
         """CLIP's own initialisation inside the towers (they are `PreTrainedModel`s) and for the projections (normal,
         std `in_features ** -0.5`); the configured logit scale and bias; normal with `config.initializer_range` for
-        the other linear layers."""
+        the other linear layers; the class-name buffers empty (zeros) until `set_class_names`."""
         super()._init_weights(module)
+        if isinstance(module, ClassNameInputsMixin):
+            for name in module.class_name_input_names:
+                init.zeros_(getattr(module, name))
         if isinstance(module, CLIPTowers):
             for projection in (module.visual_projection, module.text_projection):
                 init.normal_(projection.weight, std=projection.in_features**-0.5)
