@@ -291,6 +291,9 @@ class CLIPTowersPreTrainedModel(FamilyPreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    """The towers run CLIP's attention with `attn_implementation` `eager` or `sdpa` (same logits); the label-side
+    attention of PVLR is `nn.MultiheadAttention` either way. Flash and flex attention are not claimed: untried."""
     _no_split_modules = ["CLIPEncoderLayer", "CLIPVisionEmbeddings", "CLIPTextEmbeddings"]
 
     @torch.no_grad()
