@@ -23,6 +23,7 @@ def onnx_logits(session, pixel_values):
     return logits
 
 
+@pytest.mark.slow
 def test_export_with_dynamic_batch_matches_pytorch(tmp_path):
     torch.manual_seed(0)
     model = HSVLTForMultiLabelClassification(tiny_config()).train()
@@ -51,6 +52,7 @@ def test_export_with_fixed_batch_and_image_size(tmp_path):
     np.testing.assert_allclose(onnx_logits(session, pixel_values), expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_export_uses_the_weight_products(tmp_path, monkeypatch):
     """The exported graph computes IVLA with the weight products (constant-folded by ONNX Runtime at load time)."""
     from transformers_hsvlt.modeling_hsvlt_encoder import HSVLTWeightProducts

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 from PIL import Image
 from reference_msrn import random_cooccurrence, single_thread, tiny_msrn_config  # noqa: F401 (single_thread: an autouse fixture)
@@ -48,6 +49,7 @@ FRESH_PROCESS_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_checkpoint_runs_without_the_package(tmp_path):
     config = tiny_msrn_config(5, 2)
     model = MSRNForMultiLabelClassification(config).eval()

@@ -37,6 +37,7 @@ def test_training_on_some_labels_reports_seen_and_unseen_map(patchct_on_six_digi
     assert (patchct_on_six_digits / "tokenizer.json").is_file()  # the tokenizer travels with the checkpoint
 
 
+@pytest.mark.slow
 def test_eval_scores_the_datasets_labels_and_reports_them_apart(patchct_on_six_digits, tmp_path, capsys):
     json_path = tmp_path / "eval.json"
     assert (

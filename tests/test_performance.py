@@ -154,6 +154,7 @@ def test_torch_compile_fullgraph_inference(output_attentions):
         assert outputs.attentions is None
 
 
+@pytest.mark.slow
 def test_torch_compile_fullgraph_training_step():
     """Forward and backward through AOTAutograd (the autograd graph inductor compiles), without graph breaks. The loss
     is computed outside the compiled graph: the shared loss checks the label values (a data-dependent branch)."""
@@ -171,6 +172,7 @@ def test_torch_compile_fullgraph_training_step():
     assert_same_gradients(gradients, expected_gradients)
 
 
+@pytest.mark.slow
 def test_inductor_compiles_one_block():
     """Inductor (the default backend) lowers a whole block, attention map included; one small block keeps the
     compilation time to seconds."""

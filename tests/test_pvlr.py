@@ -201,6 +201,7 @@ def test_trainer_accumulation_equals_one_larger_batch(tokenizer, tmp_path):
     assert_same_update(start, accumulated, whole)
 
 
+@pytest.mark.slow
 def test_checkpoints_run_in_a_fresh_process_without_the_package(tokenizer, tmp_path):
     """PVLR and PatchCT checkpoints (weights, remote code, tokenizer, CLIP-normalising image processor) load through
     AutoConfig, AutoModel (the base model), AutoModelForImageClassification and `pipeline` where the package cannot

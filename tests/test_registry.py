@@ -36,6 +36,7 @@ def test_entries_are_checked():
     assert isinstance(TOY.paper, Paper)
 
 
+@pytest.mark.slow
 def test_a_registered_architecture_trains_evaluates_and_predicts_through_the_commands(toy, tmp_path, capsys):
     output = tmp_path / "toy"
     data = ["--digits_train_size", "32", "--digits_test_size", "16", "--image_size", "32"]

@@ -98,6 +98,7 @@ def _optimizer_moments(checkpoint) -> dict:
 # ---- interrupted training ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_like_an_uninterrupted_run(tmp_path):
     """48 images in batches of 8 are 6 steps per epoch; 12 steps with a checkpoint every 2. The run is SIGKILLed once
     checkpoint-4 (mid-epoch) is complete, a checkpoint-6 left half-written by the kill is simulated, and
@@ -258,6 +259,7 @@ def _run_two_machines(train_arguments: list[str]) -> None:
         assert launcher.returncode == 0, f"machine {rank} failed:\n{output[-4000:]}"
 
 
+@pytest.mark.slow
 def test_two_processes_take_the_same_steps_as_one(tmp_path):
     """`accelerate launch` of 2 CPU processes (gloo DDP) on one machine, of 1 process on each of 2 "machines", and of
     2 CPU processes sharding the model with FSDP (`--fsdp full_shard`, each block a shard unit),
@@ -361,6 +363,7 @@ def _eval_arguments(checkpoint, data, *extra):
             "--eval_split", "train", "--batch_size", "4", *extra]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_eval_stops_at_a_corrupt_image_or_skips_it_on_request(hsvlt_checkpoint, image_rows, tmp_path, capsys):
     (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n but then not a PNG")
     rows = [*image_rows[:3], ("corrupt.png", "dog"), *image_rows[3:]]

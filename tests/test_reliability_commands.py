@@ -513,6 +513,7 @@ def test_embed_labels_with_new_names(checkpoint, encoder_dir, tmp_path, capsys):
 # ---- 8. heatmaps: unique names, predictions first, failures limited to the heatmaps --------------------------------
 
 
+@pytest.mark.slow
 def test_heatmaps_of_images_with_the_same_file_name(checkpoint, images, tmp_path, capsys):
     for folder in ("a", "b"):
         (tmp_path / folder).mkdir()
@@ -825,11 +826,13 @@ def python_api_in_a_subprocess(checkpoint, images, workdir):
     return json.loads(completed.stdout.split("\nRESULT ")[-1])
 
 
+@pytest.mark.slow
 def test_processor_closes_the_files_of_paths(python_api_in_a_subprocess):
     """300 image paths under a limit of 256 open files."""
     assert python_api_in_a_subprocess["shape"] == [300, 3, 32, 32]
 
 
+@pytest.mark.slow
 def test_remote_code_without_trust_fails_at_once(python_api_in_a_subprocess):
     """Without a terminal to answer transformers' prompt, the pipeline and AutoModel fail at once, saying what to pass
     (in a terminal transformers asks, and refuses after 15 s without an answer)."""
@@ -839,6 +842,7 @@ def test_remote_code_without_trust_fails_at_once(python_api_in_a_subprocess):
     assert python_api_in_a_subprocess["seconds"] < 5
 
 
+@pytest.mark.slow
 def test_pickle_only_checkpoints_are_refused_by_auto_model(python_api_in_a_subprocess):
     assert python_api_in_a_subprocess["bin_only"].startswith("refused: ")
     assert "safetensors" in python_api_in_a_subprocess["bin_only"]
@@ -847,6 +851,7 @@ def test_pickle_only_checkpoints_are_refused_by_auto_model(python_api_in_a_subpr
 # ---- 17. Ctrl-C during training -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_ctrl_c_says_where_the_last_checkpoint_is(tmp_path):
     """With the progress bar on, as a user sees it."""
     output_dir, stderr = tmp_path / "run", tmp_path / "stderr.txt"

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 from conftest import tiny_config
 from PIL import Image
@@ -58,6 +59,7 @@ FRESH_PROCESS_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_checkpoint_loads_in_fresh_process_without_package(tmp_path):
     config = tiny_config()
     torch.manual_seed(0)

@@ -29,6 +29,7 @@ def test_streamed_splits(saved_digits):
         DataArguments(streaming=True)
 
 
+@pytest.mark.slow
 def test_training_from_a_stream(saved_digits, tmp_path, capsys):
     output = tmp_path / "streamed-run"
     arguments = ["--dataset", "hub", "--data_dir", str(saved_digits), "--eval_split", "test", "--streaming",

@@ -52,6 +52,7 @@ def test_defaults_are_the_presets_recipes():
     assert overridden.learning_rate == 3e-4
 
 
+@pytest.mark.slow
 def test_training_writes_a_complete_checkpoint(trained):
     output_dir, _ = trained
     for name in ("model.safetensors", "config.json", "preprocessor_config.json", "modeling_hsvlt.py",
@@ -80,6 +81,7 @@ def test_training_writes_a_complete_checkpoint(trained):
     assert "trust_remote_code=True" in card and "mAP" in card
 
 
+@pytest.mark.slow
 def test_resume_continues_the_step_count(trained):
     output_dir, first_state = trained
     assert first_state["global_step"] == 3
@@ -89,6 +91,7 @@ def test_resume_continues_the_step_count(trained):
     assert logged_epochs == [1.0, 2.0]  # the first epoch's evaluation comes from the resumed checkpoint
 
 
+@pytest.mark.slow
 def test_eval_cli_prints_the_metric_table(trained, tmp_path, capsys):
     output_dir, _ = trained
     json_path = tmp_path / "results.json"
@@ -104,6 +107,7 @@ def test_eval_cli_prints_the_metric_table(trained, tmp_path, capsys):
     assert results["mAP"] == pytest.approx(trained_results["mAP"], abs=1e-3)  # same model, same split
 
 
+@pytest.mark.slow
 def test_predict_cli_table_json_heatmaps_and_unreadable_images(trained, tmp_path, capsys):
     output_dir, _ = trained
     images = []
@@ -140,6 +144,7 @@ def test_predict_refuses_other_architectures(tmp_path, capsys):
     assert "model_type 'bert': unknown architecture 'bert'; the registered ones are ['hsvlt'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_console_scripts_are_installed_and_train_help_lists_all_arguments():
     commands = ["hsvlt-train", "hsvlt-eval", "hsvlt-predict", "hsvlt-embed-labels", "hsvlt-convert"]
     missing = [command for command in commands if shutil.which(command) is None]
@@ -171,6 +176,7 @@ def test_warmup_then_plateau_schedule():
 
 
 @pytest.mark.parametrize("stage, side", [(-1, 2), (0, 16), (2, 4)])
+@pytest.mark.slow
 def test_heatmaps_are_the_last_block_attention_of_the_chosen_stage(trained, stage, side):
     import torch
 

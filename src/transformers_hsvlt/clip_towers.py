@@ -107,7 +107,11 @@ class CLIPTowers(nn.Module):
 
 def trim_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Drop the trailing columns that are padding in every row (the buffers are padded to the longest possible
-    prompt)."""
+    prompt). A saving only: under the causal mask no token up to a prompt's end token sees the padding after it, so
+    the pooled embeddings are the same untrimmed. Not done while compiling or exporting (`torch.compile`,
+    `torch.export`, ONNX), where a length read from the data would stop the trace."""
+    if torch.compiler.is_compiling():
+        return input_ids, attention_mask
     length = max(int(attention_mask.sum(dim=-1).max()), 1)
     return input_ids[:, :length], attention_mask[:, :length]
 
@@ -223,7 +227,7 @@ class ClassNameInputsMixin:
         if len(shapes) != 1 or len(next(iter(shapes))) != 2:
             raise ValueError(f"{sorted(inputs)} must be 2-D tensors of one shape (num_classes, length), got {shapes}.")
         masks = [value for name, value in inputs.items() if name.endswith("attention_mask")]
-        if not all(bool(mask.any(dim=-1).all()) for mask in masks):
+        if not torch.compiler.is_compiling() and not all(bool(mask.any(dim=-1).all()) for mask in masks):
             raise ValueError(
                 "the class-name inputs are empty: call `set_class_names(names, tokenizer)` first, or pass the "
                 "output of `class_name_inputs(names, tokenizer)` to forward."
@@ -294,14 +298,20 @@ class CLIPTowersPreTrainedModel(FamilyPreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    """The towers run CLIP's attention with `attn_implementation` `eager` or `sdpa` (same logits); the label-side
+    attention of PVLR is `nn.MultiheadAttention` either way. Flash and flex attention are not claimed: untried."""
     _no_split_modules = ["CLIPEncoderLayer", "CLIPVisionEmbeddings", "CLIPTextEmbeddings"]
 
     @torch.no_grad()
     def _init_weights(self, module):
         """CLIP's own initialisation inside the towers (they are `PreTrainedModel`s) and for the projections (normal,
         std `in_features ** -0.5`); the configured logit scale and bias; normal with `config.initializer_range` for
-        the other linear layers."""
+        the other linear layers; the class-name buffers empty (zeros) until `set_class_names`."""
         super()._init_weights(module)
+        if isinstance(module, ClassNameInputsMixin):
+            for name in module.class_name_input_names:
+                init.zeros_(getattr(module, name))
         if isinstance(module, CLIPTowers):
             for projection in (module.visual_projection, module.text_projection):
                 init.normal_(projection.weight, std=projection.in_features**-0.5)

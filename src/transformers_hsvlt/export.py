@@ -1,19 +1,20 @@
-"""ONNX export of the HSVLT classifier: `pixel_values` in, `logits` out."""
+"""ONNX export of a classifier of the family (HSVLT, MSRN, PatchCT, PVLR): `pixel_values` in, `logits` out."""
 
 from pathlib import Path
 
 import torch
 from torch import nn
+from transformers import PreTrainedConfig, PreTrainedModel
 
-from .modeling_hsvlt import HSVLTForMultiLabelClassification
 from .registry import get_architecture
 
 
-class HSVLTLogits(nn.Module):
-    """The classifier's forward reduced to `pixel_values (B, C, H, W) -> logits (B, num_labels)`, with the label
-    embeddings of the model's buffer (the exported graph holds them as a constant)."""
+class ClassifierLogits(nn.Module):
+    """The classifier's forward reduced to `pixel_values (B, C, H, W) -> logits (B, num_labels)`, with the label-side
+    inputs of the model's buffers (label embeddings, label graph, tokenized class names: the exported graph holds
+    them as constants)."""
 
-    def __init__(self, model: HSVLTForMultiLabelClassification):
+    def __init__(self, model: PreTrainedModel):
         super().__init__()
         self.model = model
 
@@ -21,8 +22,17 @@ class HSVLTLogits(nn.Module):
         return self.model(pixel_values).logits
 
 
+def image_channels(config: PreTrainedConfig) -> int:
+    """The channels of the images a family config reads: its own `num_channels`, else its image tower's
+    (`vision_config` of the CLIP-based models, `backbone_config` of MSRN); 3 when none says."""
+    for candidate in (config, getattr(config, "vision_config", None), getattr(config, "backbone_config", None)):
+        if getattr(candidate, "num_channels", None):
+            return candidate.num_channels
+    return 3
+
+
 def export_onnx(
-    model: HSVLTForMultiLabelClassification,
+    model: PreTrainedModel,
     output_path: str | Path,
     image_size: int | None = None,
     batch_size: int = 1,
@@ -33,10 +43,11 @@ def export_onnx(
     Export the classifier to ONNX with `torch.onnx.export(..., dynamo=True)`: one input `pixel_values` (float32,
     `(batch_size, num_channels, image_size, image_size)`, preprocessed as for the PyTorch model) and one output
     `logits` (`(batch_size, num_labels)`; apply a sigmoid for probabilities). The graph is traced in eval mode,
-    without gradients, on the model's device and dtype; the weights and label embeddings are stored in the file
-    (about 390 MB for HSVLT-S). The graph computes IVLA in its inference form (see `HSVLTWeightProducts`): the
-    weight products are operations on weights alone, which ONNX Runtime folds into constants when it creates a
-    session (its default graph optimisations), so they cost nothing per image.
+    without gradients, on the model's device and dtype; the weights and label-side buffers are stored in the file
+    (about 390 MB for HSVLT-S). HSVLT's graph computes IVLA in its inference form (see `HSVLTWeightProducts`), and
+    the text tower of PatchCT and PVLR runs on the stored class names: operations on weights and buffers alone,
+    which ONNX Runtime folds into constants when it creates a session (its default graph optimisations), so they
+    cost nothing per image.
 
     Args:
         model: The classifier to export; left in the train/eval mode it was in.
@@ -60,14 +71,19 @@ def export_onnx(
     traced_batch = max(batch_size, 2) if dynamic_batch else batch_size
     parameter = next(model.parameters())
     pixel_values = torch.rand(
-        traced_batch, model.config.num_channels, image_size, image_size, device=parameter.device, dtype=parameter.dtype
+        traced_batch,
+        image_channels(model.config),
+        image_size,
+        image_size,
+        device=parameter.device,
+        dtype=parameter.dtype,
     )
     dynamic_shapes = {"pixel_values": {0: torch.export.Dim("batch_size")}} if dynamic_batch else None
     was_training = model.training
     try:
         with torch.no_grad():
             torch.onnx.export(
-                HSVLTLogits(model).eval(),
+                ClassifierLogits(model).eval(),
                 (pixel_values,),
                 output_path,
                 input_names=["pixel_values"],

@@ -4,10 +4,16 @@
 explicitly: a checkpoint holding only `pytorch_model.bin` (a pickle, which can run code when read) is refused, also
 through `AutoModel...from_pretrained(..., trust_remote_code=True)` and `pipeline`. Loaded weights holding NaN or
 infinite values are refused with an error naming them, instead of giving NaN scores.
+
+Every module's `_init_weights` runs (`initialize_weights`), also for modules owning no parameter directly (a projection
+pair, a tower wrapper, CLIP's attention): transformers skips those in custom code, which left documented
+initialisations unapplied.
 """
 
 import torch
+from torch import nn
 from transformers import PreTrainedModel
+from transformers import initialization as init
 
 
 class FamilyPreTrainedModel(PreTrainedModel):
@@ -27,6 +33,16 @@ class FamilyPreTrainedModel(PreTrainedModel):
     class_name_tokenizer = None
     """The tokenizer of the class names of a `supports_class_names` model (saved beside its checkpoint), attached by
     whoever builds or loads the model (the toolkit's `load_model`, the CLIP builder); `None` otherwise."""
+
+    @torch.no_grad()
+    @init.guard_torch_init_functions()
+    def initialize_weights(self):
+        """`PreTrainedModel.initialize_weights` as for transformers' own models: each sub-model (e.g. a CLIP tower)
+        with its own `_init_weights`, children before parents, every module not yet initialised. Transformers treats
+        custom code as code that may write weights in place and skips there every module whose own parameters are all
+        loaded, which includes modules owning none; the family's `_init_weights` only uses
+        `transformers.initialization`, which leaves loaded weights alone."""
+        initialize_modules(self, self._initialize_weights)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Save as a self-contained remote-code checkpoint: the config's `auto_map` gets `remote_code_auto_map`."""
@@ -49,6 +65,14 @@ class FamilyPreTrainedModel(PreTrainedModel):
                 f"{pretrained_model_name_or_path}: the weights hold NaN or infinite values in {sorted(non_finite)[:8]}."
             )
         return loaded
+
+
+def initialize_modules(module: nn.Module, initialize) -> None:
+    """Apply `initialize(module)` after its children, switching to a sub-model's own `_initialize_weights` below
+    it."""
+    for child in module.children():
+        initialize_modules(child, child._initialize_weights if isinstance(child, PreTrainedModel) else initialize)
+    initialize(module)
 
 
 def check_finite_pixels(pixel_values: torch.Tensor) -> None:
