@@ -4,6 +4,7 @@ and a complete checkpoint written atomically into `output_dir`."""
 import importlib.util
 import os
 import shutil
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,11 +111,9 @@ def train(
     if not (model_args.model_name_or_path or model_args.backbone):  # bad config values before any work
         architecture.config_class(**config_values_for(architecture, model_args))
     check_output_dir(training_args, model_args, record, resume_checkpoint, output_args.overwrite_output_dir)
-    if training_args.process_index != 0:
-        return train_in_output_dir(
-            architecture, record, resume_checkpoint, model_args, data_args, output_args, training_args
-        )
-    with output_directory_lock(training_args.output_dir):
+    # one process of a distributed run writes the output directory, and locks it
+    lock = output_directory_lock(training_args.output_dir) if training_args.process_index == 0 else nullcontext()
+    with lock:
         return train_in_output_dir(
             architecture, record, resume_checkpoint, model_args, data_args, output_args, training_args
         )
