@@ -67,8 +67,8 @@ def check_output_dir(
         check_same_run(training_args.output_dir, record)
         check_same_run(checkpoint_record_directory(resume_checkpoint), record)
         check_steps_left(resume_checkpoint, training_args)
-        return
-    check_output_directory(training_args.output_dir, overwrite)
+    elif training_args.process_index == 0:  # the other processes of a distributed run may see its lock already
+        check_output_directory(training_args.output_dir, overwrite)
 
 
 def check_source_outside_output(source: str | None, output_dir: str) -> None:
