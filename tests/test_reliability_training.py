@@ -11,8 +11,11 @@ import errno
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +29,7 @@ from transformers_hsvlt import checkpoints, hub
 from transformers_hsvlt.checkpoints import load_checkpoint
 from transformers_hsvlt.cli import train as train_cli
 from transformers_hsvlt.training.lock import LOCK_NAME
+from transformers_hsvlt.training.resume import checkpoint_missing_files
 
 
 pytestmark = pytest.mark.slow  # most tests train a tiny model for a few seconds
@@ -205,6 +209,35 @@ def test_a_second_training_into_a_locked_output_dir_is_refused_and_a_dead_runs_l
     code, _, err = run("hsvlt-train", arguments, capsys)  # the lock of a dead process is taken over
     assert code == 0, err
     assert not lock.exists() and sorted(path.name for path in output_dir.glob("checkpoint-*")) == ["checkpoint-1"]
+
+
+def test_a_training_running_into_the_output_dir_refuses_a_second_and_a_crash_leaves_no_stuck_lock(tmp_path, capsys):
+    """A real first training (a subprocess, paused once it has saved a checkpoint, then killed)."""
+    output_dir = tmp_path / "run"
+    arguments = [*TINY_RUN, "--max_steps", "500", "--output_dir", output_dir]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    first = subprocess.Popen([sys.executable, "-m", "transformers_hsvlt.cli.train", *map(str, arguments)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while not (output_dir / "checkpoint-1" / "trainer_state.json").exists():
+            assert first.poll() is None and time.monotonic() < deadline, "no checkpoint-1 in time"
+            time.sleep(0.05)
+        first.send_signal(signal.SIGSTOP)
+        refused(
+            "hsvlt-train", [*arguments, "--overwrite_output_dir"], capsys, "another training", f"process {first.pid}"
+        )
+        assert (output_dir / "checkpoint-1").is_dir()
+    finally:
+        first.kill()  # a crash: the lock stays behind
+        first.wait()
+    assert (output_dir / LOCK_NAME).exists()
+    done = max(int(path.name.split("-")[1]) for path in output_dir.glob("checkpoint-*")
+               if checkpoint_missing_files(str(path)) is None)  # fmt: skip
+    resume = [*TINY_RUN, "--max_steps", done + 1, "--output_dir", output_dir, "--resume_from_checkpoint", "last"]
+    code, _, err = run("hsvlt-train", resume, capsys)
+    assert code == 0, err
+    assert not (output_dir / LOCK_NAME).exists() and (output_dir / f"checkpoint-{done + 1}").is_dir()
 
 
 # ---- 5. resuming from another run's checkpoint ---------------------------------------------------------------------

@@ -3,8 +3,9 @@
 `load_checkpoint` finds the architecture from `config.json`'s `model_type` (see `registry`), reads the weights from
 safetensors only and refuses a checkpoint whose tensors do not fit its config (missing, unexpected or mis-shaped
 tensors, NaN weights) instead of leaving parts randomly initialised. `write_checkpoint` writes weights, config,
-remote code, image processor and model card into a temporary directory beside the target and only then moves them
-into place, so that a failure (e.g. a full disk) leaves the previous checkpoint intact.
+remote code, image processor and model card into a temporary directory inside the target (its own filesystem) and
+only then moves them into place, so that a failure (e.g. a full disk) leaves the previous checkpoint intact; it
+replaces only what a previous checkpoint wrote, never the user's other files there.
 """
 
 import inspect
@@ -271,9 +272,10 @@ def write_checkpoint(
     Write a complete remote-code checkpoint (weights, config, remote code, image processor, model card) to
     `output_dir` atomically: everything is written to a temporary directory inside `output_dir` (so in its own
     filesystem, even when it is a mounted volume) first, then moved into place. The entries of a previous checkpoint
-    that the new one does not write are removed (see `previous_checkpoint_entries`); every other entry of `output_dir`
-    (a training run's `checkpoint-*` directories and record, the user's files) is left alone. `write_extras(directory)` adds files of the caller's (results,
-    examples, plots) to the staged checkpoint. On failure `output_dir` is untouched.
+    that the new one does not write are removed (see `previous_checkpoint_entries`); every other entry of
+    `output_dir` (a training run's `checkpoint-*` directories and record, the user's files) is left alone.
+    `write_extras(directory)` adds files of the caller's (results, examples, plots) to the staged checkpoint. On
+    failure `output_dir` is untouched.
     """
     output_dir = Path(output_dir)
     created = not output_dir.exists()

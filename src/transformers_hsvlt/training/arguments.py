@@ -121,7 +121,10 @@ class OutputArguments(RuntimeArguments):
 
     overwrite_output_dir: bool = field(
         default=False,
-        metadata={"help": "Replace a non-empty --output_dir that holds another run (its files are removed)."},
+        metadata={
+            "help": "Replace a non-empty --output_dir that holds another run (the toolkit's files in it are replaced, "
+            "other files stay)."
+        },
     )
     quiet: bool = field(default=False, metadata={"help": "No progress bars; print only the results."})
     dataset_name: str | None = field(

@@ -76,15 +76,13 @@ def output_directory_lock(output_dir: str | os.PathLike) -> Iterator[None]:
     directory = Path(output_dir)
     created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
+    locked = False
     try:
         take_lock(directory / LOCK_NAME)
-    except BaseException:
-        if created and not any(directory.iterdir()):
-            directory.rmdir()
-        raise
-    try:
+        locked = True
         yield
     finally:
-        (directory / LOCK_NAME).unlink(missing_ok=True)
+        if locked:
+            (directory / LOCK_NAME).unlink(missing_ok=True)
         if created and not any(directory.iterdir()):
             directory.rmdir()

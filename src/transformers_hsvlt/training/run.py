@@ -4,6 +4,7 @@ and a complete checkpoint written atomically into `output_dir`."""
 import importlib.util
 import os
 import shutil
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,8 +68,8 @@ def check_output_dir(
         check_same_run(training_args.output_dir, record)
         check_same_run(checkpoint_record_directory(resume_checkpoint), record)
         check_steps_left(resume_checkpoint, training_args)
-        return
-    check_output_directory(training_args.output_dir, overwrite)
+    elif training_args.process_index == 0:  # the other processes of a distributed run may see its lock already
+        check_output_directory(training_args.output_dir, overwrite)
 
 
 def check_source_outside_output(source: str | None, output_dir: str) -> None:
@@ -111,11 +112,9 @@ def train(
     if not (model_args.model_name_or_path or model_args.backbone):  # bad config values before any work
         architecture.config_class(**config_values_for(architecture, model_args))
     check_output_dir(training_args, model_args, record, resume_checkpoint, output_args.overwrite_output_dir)
-    if training_args.process_index != 0:
-        return train_in_output_dir(
-            architecture, record, resume_checkpoint, model_args, data_args, output_args, training_args
-        )
-    with output_directory_lock(training_args.output_dir):
+    # one process of a distributed run writes the output directory, and locks it
+    lock = output_directory_lock(training_args.output_dir) if training_args.process_index == 0 else nullcontext()
+    with lock:
         return train_in_output_dir(
             architecture, record, resume_checkpoint, model_args, data_args, output_args, training_args
         )
