@@ -19,7 +19,7 @@ from huggingface_hub.errors import StrictDataclassError
 from PIL import Image
 from transformers import pipeline
 
-from transformers_hsvlt import HSVLTConfig, HSVLTForMultiLabelClassification, HSVLTImageProcessor
+from transformers_hsvlt import HSVLTConfig, HSVLTForMultiLabelClassification, HSVLTImageProcessor, checkpoints
 from transformers_hsvlt.cli import calibrate as calibrate_cli
 from transformers_hsvlt.cli import evaluate as eval_cli
 from transformers_hsvlt.cli import predict as predict_cli
@@ -319,3 +319,18 @@ def test_calibrate_refuses_bad_input_in_one_line(untrained, tmp_path, capsys):
         assert code == 2 and len(lines) == 1 and lines[0].startswith("hsvlt-calibrate: error: "), err
         assert fragment in lines[0]
     assert json.loads((untrained / "config.json").read_text()).get("label_thresholds") is None
+
+
+def test_a_failing_calibration_leaves_the_checkpoint_as_it_was(untrained, tmp_path, monkeypatch, capsys):
+    checkpoint = shutil.copytree(untrained, tmp_path / "model")
+    before = {path.name: path.read_bytes() for path in checkpoint.iterdir()}
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoints, "prepare_for_push", disk_full)
+    arguments = [checkpoint, "--calibration_split", "validation", "--digits_validation_size", "20", *RUNTIME]
+    code, _, err = run(calibrate_cli, [*arguments, *SPLIT_SIZES[:2]], capsys)
+    assert code == 2 and "No space left on device" in err
+    assert {path.name: path.read_bytes() for path in checkpoint.iterdir()} == before
+    assert not list(tmp_path.glob(".model.writing-*"))
