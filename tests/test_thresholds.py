@@ -183,11 +183,12 @@ def test_pipeline_returns_the_labels_at_or_above_their_thresholds(open_vocabular
 def test_demo_thresholds_shift_and_the_raw_rule():
     from transformers_hsvlt.demo import label_thresholds
 
-    config = HSVLTConfig(id2label={0: "a", 1: "b", 2: "c"}, label_thresholds=[0.2, 0.7, 0.95])
-    assert label_thresholds(config, 0.0, raw=False).tolist() == pytest.approx([0.2, 0.7, 0.95])
-    assert label_thresholds(config, 0.1, raw=False).tolist() == pytest.approx([0.3, 0.8, 1.0])
-    assert label_thresholds(config, -0.1, raw=True).tolist() == pytest.approx([0.4, 0.4, 0.4])
-    assert label_thresholds(HSVLTConfig(id2label={0: "a"}), 0.0, raw=False).tolist() == [0.5]
+    calibrated = {"a": 0.2, "b": 0.7, "c": 0.95}
+    assert label_thresholds(["a", "b", "c"], calibrated, 0.0, raw=False).tolist() == pytest.approx([0.2, 0.7, 0.95])
+    assert label_thresholds(["a", "b", "c"], calibrated, 0.1, raw=False).tolist() == pytest.approx([0.3, 0.8, 1.0])
+    assert label_thresholds(["a", "b", "c"], calibrated, -0.1, raw=True).tolist() == pytest.approx([0.4, 0.4, 0.4])
+    assert label_thresholds(["c", "new"], calibrated, 0.0, raw=False).tolist() == pytest.approx([0.95, 0.5])
+    assert label_thresholds(["a"], {}, 0.0, raw=False).tolist() == [0.5]
 
 
 # ---- the commands on a tiny trained model ------------------------------------------------------------------------
