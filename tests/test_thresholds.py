@@ -335,3 +335,13 @@ def test_a_failing_calibration_leaves_the_checkpoint_as_it_was(untrained, tmp_pa
     assert code == 2 and "No space left on device" in err
     assert {path.name: path.read_bytes() for path in checkpoint.iterdir()} == before
     assert not list(tmp_path.glob(".model.writing-*"))
+
+
+def test_the_digits_validation_split_is_held_out_handwriting_and_leaves_the_test_split_unchanged():
+    without = build_digit_canvases(num_train=20, num_test=30, seed=3)
+    canvases = build_digit_canvases(num_train=20, num_test=30, seed=3, num_validation=40)
+    assert list(without) == ["train", "test"] and list(canvases) == ["train", "test", "validation"]
+    assert canvases["test"]["image"] == without["test"]["image"]
+    sources = {split: {i for row in canvases[split]["source_indices"] for i in row} for split in canvases}
+    assert len(canvases["validation"]) == 40 and not sources["validation"] & sources["train"]
+    assert canvases["validation"]["image"] != canvases["test"]["image"][:40]
