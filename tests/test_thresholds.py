@@ -19,7 +19,7 @@ from huggingface_hub.errors import StrictDataclassError
 from PIL import Image
 from transformers import pipeline
 
-from transformers_hsvlt import HSVLTConfig, HSVLTForMultiLabelClassification, HSVLTImageProcessor
+from transformers_hsvlt import HSVLTConfig, HSVLTForMultiLabelClassification, HSVLTImageProcessor, checkpoints
 from transformers_hsvlt.cli import calibrate as calibrate_cli
 from transformers_hsvlt.cli import evaluate as eval_cli
 from transformers_hsvlt.cli import predict as predict_cli
@@ -183,11 +183,12 @@ def test_pipeline_returns_the_labels_at_or_above_their_thresholds(open_vocabular
 def test_demo_thresholds_shift_and_the_raw_rule():
     from transformers_hsvlt.demo import label_thresholds
 
-    config = HSVLTConfig(id2label={0: "a", 1: "b", 2: "c"}, label_thresholds=[0.2, 0.7, 0.95])
-    assert label_thresholds(config, 0.0, raw=False).tolist() == pytest.approx([0.2, 0.7, 0.95])
-    assert label_thresholds(config, 0.1, raw=False).tolist() == pytest.approx([0.3, 0.8, 1.0])
-    assert label_thresholds(config, -0.1, raw=True).tolist() == pytest.approx([0.4, 0.4, 0.4])
-    assert label_thresholds(HSVLTConfig(id2label={0: "a"}), 0.0, raw=False).tolist() == [0.5]
+    calibrated = {"a": 0.2, "b": 0.7, "c": 0.95}
+    assert label_thresholds(["a", "b", "c"], calibrated, 0.0, raw=False).tolist() == pytest.approx([0.2, 0.7, 0.95])
+    assert label_thresholds(["a", "b", "c"], calibrated, 0.1, raw=False).tolist() == pytest.approx([0.3, 0.8, 1.0])
+    assert label_thresholds(["a", "b", "c"], calibrated, -0.1, raw=True).tolist() == pytest.approx([0.4, 0.4, 0.4])
+    assert label_thresholds(["c", "new"], calibrated, 0.0, raw=False).tolist() == pytest.approx([0.95, 0.5])
+    assert label_thresholds(["a"], {}, 0.0, raw=False).tolist() == [0.5]
 
 
 # ---- the commands on a tiny trained model ------------------------------------------------------------------------
@@ -319,3 +320,28 @@ def test_calibrate_refuses_bad_input_in_one_line(untrained, tmp_path, capsys):
         assert code == 2 and len(lines) == 1 and lines[0].startswith("hsvlt-calibrate: error: "), err
         assert fragment in lines[0]
     assert json.loads((untrained / "config.json").read_text()).get("label_thresholds") is None
+
+
+def test_a_failing_calibration_leaves_the_checkpoint_as_it_was(untrained, tmp_path, monkeypatch, capsys):
+    checkpoint = shutil.copytree(untrained, tmp_path / "model")
+    before = {path.name: path.read_bytes() for path in checkpoint.iterdir()}
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoints, "prepare_for_push", disk_full)
+    arguments = [checkpoint, "--calibration_split", "validation", "--digits_validation_size", "20", *RUNTIME]
+    code, _, err = run(calibrate_cli, [*arguments, *SPLIT_SIZES[:2]], capsys)
+    assert code == 2 and "No space left on device" in err
+    assert {path.name: path.read_bytes() for path in checkpoint.iterdir()} == before
+    assert not list(tmp_path.glob(".model.writing-*"))
+
+
+def test_the_digits_validation_split_is_held_out_handwriting_and_leaves_the_test_split_unchanged():
+    without = build_digit_canvases(num_train=20, num_test=30, seed=3)
+    canvases = build_digit_canvases(num_train=20, num_test=30, seed=3, num_validation=40)
+    assert list(without) == ["train", "test"] and list(canvases) == ["train", "test", "validation"]
+    assert canvases["test"]["image"] == without["test"]["image"]
+    sources = {split: {i for row in canvases[split]["source_indices"] for i in row} for split in canvases}
+    assert len(canvases["validation"]) == 40 and not sources["validation"] & sources["train"]
+    assert canvases["validation"]["image"] != canvases["test"]["image"][:40]

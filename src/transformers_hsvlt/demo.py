@@ -56,11 +56,10 @@ def example_images(name_or_path: str) -> list[str]:
     return [str(path) for path in files[:MAX_EXAMPLES]]
 
 
-def label_thresholds(config, shift: float, raw: bool) -> np.ndarray:
-    """Every label's threshold in the demo: its calibrated one (0.5 without one, or for the `raw` 0.5 rule) plus
-    `shift`, kept in [0, 1]."""
-    names = [config.id2label[index] for index in range(config.num_labels)]
-    base = decision_thresholds(DEFAULT_THRESHOLD if raw else "auto", names, calibrated_thresholds(config))
+def label_thresholds(names: list[str], calibrated: dict[str, float], shift: float, raw: bool) -> np.ndarray:
+    """The threshold of each label of `names` in the demo: its `calibrated` one by name (0.5 without one, or for the
+    `raw` 0.5 rule) plus `shift`, kept in [0, 1]."""
+    base = decision_thresholds(DEFAULT_THRESHOLD if raw else "auto", names, calibrated)
     return np.clip(base + shift, 0.0, 1.0)
 
 
@@ -102,7 +101,7 @@ def build_demo(model_name_or_path: str, device: str | torch.device | None = None
     open_vocabulary = is_open_vocabulary(get_architecture(model.config.model_type))
     num_labels = model.config.num_labels
     examples = example_images(model_name_or_path)
-    calibrated = bool(calibrated_thresholds(model.config))
+    calibrated = calibrated_thresholds(model.config)  # of the trained labels; open-vocabulary names may change
     base_rule = "each label's calibrated threshold" if calibrated else "0.5"
 
     def run(image, shift, raw=False, class_names=None):
@@ -113,7 +112,8 @@ def build_demo(model_name_or_path: str, device: str | torch.device | None = None
                 model.set_class_names(_parse_class_names(class_names or ""), model.class_name_tokenizer)
             except ValueError as error:
                 raise gr.Error(str(error)) from None
-        thresholds = label_thresholds(model.config, shift, raw)
+        names = [model.config.id2label[index] for index in range(model.config.num_labels)]
+        thresholds = label_thresholds(names, calibrated, shift, raw)
         scores, prediction = _label_scores(model, processor, image.convert("RGB"), thresholds)
         figure = figure_to_image(prediction_figure(image, prediction))
         return scores, figure, _summary(prediction, thresholds)
@@ -129,7 +129,7 @@ def build_demo(model_name_or_path: str, device: str | torch.device | None = None
             with gr.Column(scale=1):
                 image = gr.Image(type="pil", label="Image", sources=["upload", "clipboard"], height=320)
                 threshold = gr.Slider(-0.5, 0.5, value=0.0, step=0.01, label=f"Threshold shift (from {base_rule})")
-                raw_rule = gr.Checkbox(False, label="Raw 0.5 rule", visible=calibrated)
+                raw_rule = gr.Checkbox(False, label="Raw 0.5 rule", visible=bool(calibrated))
                 inputs = [image, threshold, raw_rule]
                 if open_vocabulary:
                     names = ", ".join(model.config.id2label[index] for index in range(num_labels))

@@ -382,6 +382,10 @@ def thresholds_section(config: PreTrainedConfig) -> str | None:
         "`post_process_multi_label`, `hsvlt-predict` and the demo predict a label when its score reaches its "
         "threshold."
     )
+    fallbacks = (config.label_thresholds_source or {}).get("labels_with_the_global_threshold") or {}
+    if fallbacks:
+        listed = "; ".join(f"`{name}` ({reason})" for name, reason in fallbacks.items())
+        text += f" These labels have the global threshold: {listed}."
     rows = [(config.id2label[index], round(float(value), 4)) for index, value in enumerate(thresholds)]
     return f"{THRESHOLDS_HEADING}\n\n{text}\n\n" + _table(("Label", "Threshold"), rows)
 

@@ -85,8 +85,11 @@ def check_checkpoint_directory(path: str) -> None:
         raise ValueError(f"{path}: permission denied (the checkpoint is rewritten in place).")
 
 
-def calibration_source(args: CalibrateArguments, data_args: DataArguments, num_images: int, calibration) -> dict:
-    """The config's `label_thresholds_source`: where and how the thresholds were chosen."""
+def calibration_source(
+    args: CalibrateArguments, data_args: DataArguments, num_images: int, calibration, notes: dict[str, str]
+) -> dict:
+    """The config's `label_thresholds_source`: where and how the thresholds were chosen, and which labels got the
+    global threshold (`notes`: label name -> why)."""
     source = {
         "dataset": data_args.dataset,
         "data_dir": dataset_location(data_args.data_dir),
@@ -95,6 +98,7 @@ def calibration_source(args: CalibrateArguments, data_args: DataArguments, num_i
         "strategy": args.strategy,
         "min_positives": args.min_positives,
         "global_threshold": calibration.global_threshold,
+        "labels_with_the_global_threshold": notes,
     }
     if args.strategy == "precision":
         source["target_precision"] = args.target_precision
@@ -143,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         notes.update({name: "not in the calibration split" for name in names if name not in column})
         positives = [int((result.targets[:, column[name]] == 1).sum()) if name in column else 0 for name in names]
         model.config.label_thresholds = thresholds
-        model.config.label_thresholds_source = calibration_source(args, data_args, len(result.scores), calibration)
+        model.config.label_thresholds_source = calibration_source(
+            args, data_args, len(result.scores), calibration, notes
+        )
         model.config.validate()
         write_checkpoint(
             model,
