@@ -161,6 +161,10 @@ def test_an_existing_output_is_kept_unless_resumed_or_overwritten(checkpoint, fo
     resumed = _tag([checkpoint, "--input", directory, "--output", output, "--resume"], capsys)
     assert resumed[0] == 1 and "1/1" in resumed[1]  # only the unreadable file is tried again
     assert [row["path"] for row in _rows(output)] == paths
+    before = output.read_bytes()
+    code, err = _tag([checkpoint, "--input", directory, "--output", output, "--resume", "--threshold", "0.3"], capsys)
+    assert code == 2 and "written by another run: threshold 0.5 (recorded) vs 0.3 (now)" in err
+    assert output.read_bytes() == before
 
 
 @pytest.mark.parametrize(

@@ -351,8 +351,12 @@ class OutputFiles:
     def parts(self) -> str:
         return f"{self.output}.parts"
 
+    @property
+    def record(self) -> str:
+        return f"{self.output}.run.json"
+
     def existing(self) -> list[str]:
-        return [path for path in (self.output, self.errors, self.parts) if os.path.exists(path)]
+        return [path for path in (self.output, self.errors, self.parts, self.record) if os.path.exists(path)]
 
     def remove(self) -> None:
         for path in self.existing():
@@ -549,9 +553,26 @@ def _own_count(pending: int, batch_size: int, processes: Processes) -> int:
 # ---- the run --------------------------------------------------------------------------------------------------------
 
 
-def prepare_output(args: CollectionArguments, processes: Processes) -> OutputFiles:
-    """Refuse an existing output without `--resume` or `--overwrite_output_dir` (in every process, before any of them
-    writes); with `--overwrite_output_dir`, process 0 removes it."""
+def run_record(args: CollectionArguments, config, threshold: float, top_k: int | None) -> dict:
+    """What decides the rows of an output: the model and its labels, the decision rule and the collection."""
+    return {
+        "model": config.name_or_path,
+        "labels": [config.id2label[index] for index in range(config.num_labels)],
+        "label_thresholds": getattr(config, "label_thresholds", None),
+        "threshold": threshold,
+        "top_k": top_k,
+        "all_scores": args.all_scores,
+        "input": os.path.abspath(args.input) if os.path.exists(args.input) else args.input,
+        "input_type": args.input_type,
+        "image_column": args.image_column,
+        "split": args.split,
+    }
+
+
+def prepare_output(args: CollectionArguments, processes: Processes, record: dict) -> OutputFiles:
+    """Refuse an existing output without `--resume` or `--overwrite_output_dir`, and a resume of an output that
+    another run wrote (its `<output>.run.json` names the differences), in every process before any writes. With
+    `--overwrite_output_dir`, process 0 removes the old output; it records the run."""
     files = OutputFiles(args.output)
     existing = files.existing()
     if not processes.all_agree(not existing or args.resume or args.overwrite_output_dir):
@@ -559,12 +580,33 @@ def prepare_output(args: CollectionArguments, processes: Processes) -> OutputFil
             f"--output {args.output}: {existing[0] if existing else 'it'} exists; pass --resume to continue it or "
             "--overwrite_output_dir to replace it."
         )
-    if args.overwrite_output_dir and processes.is_main:
-        files.remove()
+    differences = _record_differences(files.record, record) if args.resume else []
+    if not processes.all_agree(not differences):
+        raise ValueError(
+            f"--resume: {args.output} was written by another run: {'; '.join(differences)}. Resume with the same "
+            "model and arguments, or write another --output."
+        )
+    if processes.is_main:
+        if args.overwrite_output_dir:
+            files.remove()
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        with open(files.record, "w", encoding="utf-8") as handle:
+            json.dump(record, handle, indent=2)
     processes.barrier()
-    directory = os.path.dirname(os.path.abspath(args.output))
-    os.makedirs(directory, exist_ok=True)
     return files
+
+
+def _record_differences(path: str, record: dict) -> list[str]:
+    if not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8") as handle:
+        recorded = json.load(handle)
+    now = json.loads(json.dumps(record))
+    return [
+        f"{key} {recorded.get(key)!r} (recorded) vs {value!r} (now)"
+        for key, value in now.items()
+        if recorded.get(key) != value
+    ]
 
 
 def tag_collection(
@@ -581,7 +623,7 @@ def tag_collection(
     """Tag the collection of `args.input` into `args.output` (see the module docstring). Returns `(rows written by
     this run in this process, unreadable images)`: all of the run's unreadable images in process 0, this process's in
     the others."""
-    files = prepare_output(args, processes)
+    files = prepare_output(args, processes, run_record(args, model.config, threshold, top_k))
     collection = open_collection(args)
     previous_output = os.path.exists(files.output)
     done = written_keys(files, collection.key_column, previous_output)
