@@ -179,12 +179,16 @@ def test_an_existing_output_is_kept_unless_resumed_or_overwritten(checkpoint, fo
         (["--input", "{empty}", "--output", "t.jsonl"], "no image file"),
         (["--input", "{folder}/dup.txt", "--output", "t.jsonl"], "is listed twice, on lines 1 and 3"),
         (["--input", "{folder}/none", "--input_type", "list", "--output", "t.jsonl"], "no such list file"),
+        (["--input", "org/none", "--output", "t.jsonl"], "not a folder, list file or loadable dataset"),
+        (["--input", "{folder}/dataset", "--image_column", "photo", "--output", "t.jsonl"], "no image column 'photo'"),
     ],
 )
 def test_bad_collection_arguments_are_one_line_errors(arguments, fragment, checkpoint, folder, tmp_path, capsys):
     directory = folder[0]
     (directory / "dup.txt").write_text("part0/nested/image0000.jpg\nother.jpg\n./part0/nested/image0000.jpg\n")
     (tmp_path / "empty" / "sub").mkdir(parents=True)
+    if not (directory / "dataset").exists():
+        Dataset.from_dict({"image": [None]}, features=Features({"image": Image()})).save_to_disk(directory / "dataset")
     replacements = {"{folder}": str(directory), "{empty}": str(tmp_path / "empty")}
     for placeholder, value in replacements.items():
         arguments = [argument.replace(placeholder, value) for argument in arguments]
@@ -194,6 +198,7 @@ def test_bad_collection_arguments_are_one_line_errors(arguments, fragment, check
     code, err = _tag([checkpoint, *arguments], capsys)
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("hsvlt-predict: error: ") and fragment in lines[0]
+    assert not list(tmp_path.glob("t.jsonl*"))  # nothing written
 
 
 # ---- subprocesses: SIGKILL and two processes --------------------------------------------------------------------

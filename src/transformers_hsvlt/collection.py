@@ -298,8 +298,9 @@ class Processes:
             int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size))),
         )
         if not dist.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
-            dist.init_process_group(backend, timeout=BARRIER_TIMEOUT)
+            if torch.cuda.is_available():
+                torch.cuda.set_device(processes.local_rank)
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", timeout=BARRIER_TIMEOUT)
         return processes
 
     @property
@@ -569,10 +570,9 @@ def run_record(args: CollectionArguments, config, threshold: float, top_k: int |
     }
 
 
-def prepare_output(args: CollectionArguments, processes: Processes, record: dict) -> OutputFiles:
+def check_output(args: CollectionArguments, processes: Processes, record: dict) -> OutputFiles:
     """Refuse an existing output without `--resume` or `--overwrite_output_dir`, and a resume of an output that
-    another run wrote (its `<output>.run.json` names the differences), in every process before any writes. With
-    `--overwrite_output_dir`, process 0 removes the old output; it records the run."""
+    another run wrote (its `<output>.run.json` names the differences), in every process, writing nothing."""
     files = OutputFiles(args.output)
     existing = files.existing()
     if not processes.all_agree(not existing or args.resume or args.overwrite_output_dir):
@@ -586,6 +586,11 @@ def prepare_output(args: CollectionArguments, processes: Processes, record: dict
             f"--resume: {args.output} was written by another run: {'; '.join(differences)}. Resume with the same "
             "model and arguments, or write another --output."
         )
+    return files
+
+
+def start_output(files: OutputFiles, args: CollectionArguments, processes: Processes, record: dict) -> None:
+    """Process 0 removes the old output with `--overwrite_output_dir` and records the run; the others wait."""
     if processes.is_main:
         if args.overwrite_output_dir:
             files.remove()
@@ -593,7 +598,6 @@ def prepare_output(args: CollectionArguments, processes: Processes, record: dict
         with open(files.record, "w", encoding="utf-8") as handle:
             json.dump(record, handle, indent=2)
     processes.barrier()
-    return files
 
 
 def _record_differences(path: str, record: dict) -> list[str]:
@@ -623,8 +627,10 @@ def tag_collection(
     """Tag the collection of `args.input` into `args.output` (see the module docstring). Returns `(rows written by
     this run in this process, unreadable images)`: all of the run's unreadable images in process 0, this process's in
     the others."""
-    files = prepare_output(args, processes, run_record(args, model.config, threshold, top_k))
+    record = run_record(args, model.config, threshold, top_k)
+    files = check_output(args, processes, record)
     collection = open_collection(args)
+    start_output(files, args, processes, record)
     previous_output = os.path.exists(files.output)
     done = written_keys(files, collection.key_column, previous_output)
     processes.barrier()  # every process has read the same rows before any writes
