@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import numpy as np
+import PIL.Image
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
@@ -129,7 +130,6 @@ class Collection:
     """The images to tag, in a fixed order: `items()` yields `(key, path, source)` by increasing key, where `key` is
     the path (files) or the row index (datasets), `source` what `load_source` decodes."""
 
-    description: str
     key_column: str
     items: Callable[[], Iterator[tuple]]
     size: int | None
@@ -148,15 +148,15 @@ def open_collection(args: CollectionArguments) -> Collection:
         else:
             input_type = "dataset"
     if input_type == "folder":
-        return _paths_collection(f"folder {args.input}", _walk_images(args.input))
+        return _paths_collection(_walk_images(args.input))
     if input_type == "list":
-        return _paths_collection(f"list file {args.input}", _read_image_list(args.input))
+        return _paths_collection(_read_image_list(args.input))
     return _dataset_collection(args)
 
 
-def _paths_collection(description: str, paths: list[str]) -> Collection:
+def _paths_collection(paths: list[str]) -> Collection:
     paths = sorted(paths)
-    return Collection(description, "path", lambda: ((path, path, path) for path in paths), len(paths))
+    return Collection("path", lambda: ((path, path, path) for path in paths), len(paths))
 
 
 def _walk_images(directory: str) -> list[str]:
@@ -235,7 +235,7 @@ def _dataset_collection(args: CollectionArguments) -> Collection:
         for index, value in enumerate(values):
             yield index, value.get("path") if isinstance(value, dict) else value, value
 
-    return Collection(f"dataset {args.input}", "index", items, size)
+    return Collection("index", items, size)
 
 
 def _choose_split(loaded, args: CollectionArguments):
@@ -256,21 +256,9 @@ def _known_size(dataset, split: str | None) -> int | None:
     return info.num_examples if info is not None else None
 
 
-def load_source(source) -> "PIL.Image.Image":  # noqa: F821
-    """An image from a path, an undecoded `datasets.Image` value or a decoded one."""
-    if isinstance(source, dict):
-        return load_dataset_image(source)
-    if isinstance(source, (str, bytes, os.PathLike)):
-        return load_image(source)
-    return load_image(_encoded(source))
-
-
-def _encoded(image) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+def load_source(source) -> PIL.Image.Image:
+    """An image from a path or the undecoded value of a `datasets.Image` column (`{"bytes", "path"}`)."""
+    return load_dataset_image(source) if isinstance(source, dict) else load_image(source)
 
 
 # ---- processes ------------------------------------------------------------------------------------------------------
