@@ -167,6 +167,23 @@ def test_an_existing_output_is_kept_unless_resumed_or_overwritten(checkpoint, fo
     assert output.read_bytes() == before
 
 
+def test_resuming_a_finished_output_tags_only_the_new_images(checkpoint, tmp_path, capsys):
+    """Images added to the folder after a finished run: `--resume` tags them only and merges them into the Parquet
+    output, in path order."""
+    directory = tmp_path / "images"
+    first = _write_images(directory, 6)
+    output = tmp_path / "tags.parquet"
+    assert _tag([checkpoint, "--input", directory, "--output", output, "--batch_size", "4"], capsys)[0] == 0
+    rows = _rows(output)
+    added = directory / "part0" / "added.jpg"
+    PILImage.fromarray(np.full((30, 30, 3), 90, dtype=np.uint8)).save(added)
+    code, err = _tag([checkpoint, "--input", directory, "--output", output, "--batch_size", "4", "--resume"], capsys)
+    assert code == 0 and "1/1" in err
+    resumed = _rows(output)
+    assert [row["path"] for row in resumed] == sorted([*first, str(added.resolve())])
+    assert [row for row in resumed if row["path"] != str(added.resolve())] == rows
+
+
 @pytest.mark.parametrize(
     "arguments, fragment",
     [
