@@ -161,6 +161,27 @@ def test_an_existing_output_is_kept_unless_resumed_or_overwritten(checkpoint, fo
     resumed = _tag([checkpoint, "--input", directory, "--output", output, "--resume"], capsys)
     assert resumed[0] == 1 and "1/1" in resumed[1]  # only the unreadable file is tried again
     assert [row["path"] for row in _rows(output)] == paths
+    before = output.read_bytes()
+    code, err = _tag([checkpoint, "--input", directory, "--output", output, "--resume", "--threshold", "0.3"], capsys)
+    assert code == 2 and "written by another run: threshold 0.5 (recorded) vs 0.3 (now)" in err
+    assert output.read_bytes() == before
+
+
+def test_resuming_a_finished_output_tags_only_the_new_images(checkpoint, tmp_path, capsys):
+    """Images added to the folder after a finished run: `--resume` tags them only and merges them into the Parquet
+    output, in path order."""
+    directory = tmp_path / "images"
+    first = _write_images(directory, 6)
+    output = tmp_path / "tags.parquet"
+    assert _tag([checkpoint, "--input", directory, "--output", output, "--batch_size", "4"], capsys)[0] == 0
+    rows = _rows(output)
+    added = directory / "part0" / "added.jpg"
+    PILImage.fromarray(np.full((30, 30, 3), 90, dtype=np.uint8)).save(added)
+    code, err = _tag([checkpoint, "--input", directory, "--output", output, "--batch_size", "4", "--resume"], capsys)
+    assert code == 0 and "1/1" in err
+    resumed = _rows(output)
+    assert [row["path"] for row in resumed] == sorted([*first, str(added.resolve())])
+    assert [row for row in resumed if row["path"] != str(added.resolve())] == rows
 
 
 @pytest.mark.parametrize(
@@ -175,12 +196,16 @@ def test_an_existing_output_is_kept_unless_resumed_or_overwritten(checkpoint, fo
         (["--input", "{empty}", "--output", "t.jsonl"], "no image file"),
         (["--input", "{folder}/dup.txt", "--output", "t.jsonl"], "is listed twice, on lines 1 and 3"),
         (["--input", "{folder}/none", "--input_type", "list", "--output", "t.jsonl"], "no such list file"),
+        (["--input", "org/none", "--output", "t.jsonl"], "not a folder, list file or loadable dataset"),
+        (["--input", "{folder}/dataset", "--image_column", "photo", "--output", "t.jsonl"], "no image column 'photo'"),
     ],
 )
 def test_bad_collection_arguments_are_one_line_errors(arguments, fragment, checkpoint, folder, tmp_path, capsys):
     directory = folder[0]
     (directory / "dup.txt").write_text("part0/nested/image0000.jpg\nother.jpg\n./part0/nested/image0000.jpg\n")
     (tmp_path / "empty" / "sub").mkdir(parents=True)
+    if not (directory / "dataset").exists():
+        Dataset.from_dict({"image": [None]}, features=Features({"image": Image()})).save_to_disk(directory / "dataset")
     replacements = {"{folder}": str(directory), "{empty}": str(tmp_path / "empty")}
     for placeholder, value in replacements.items():
         arguments = [argument.replace(placeholder, value) for argument in arguments]
@@ -190,6 +215,7 @@ def test_bad_collection_arguments_are_one_line_errors(arguments, fragment, check
     code, err = _tag([checkpoint, *arguments], capsys)
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("hsvlt-predict: error: ") and fragment in lines[0]
+    assert not list(tmp_path.glob("t.jsonl*"))  # nothing written
 
 
 # ---- subprocesses: SIGKILL and two processes --------------------------------------------------------------------

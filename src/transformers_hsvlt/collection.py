@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import numpy as np
+import PIL.Image
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
@@ -133,7 +134,6 @@ class Collection:
     """The images to tag, in a fixed order: `items()` yields `(key, path, source)` by increasing key, where `key` is
     the path (files) or the row index (datasets), `source` what `load_source` decodes."""
 
-    description: str
     key_column: str
     items: Callable[[], Iterator[tuple]]
     size: int | None
@@ -152,15 +152,15 @@ def open_collection(args: CollectionArguments) -> Collection:
         else:
             input_type = "dataset"
     if input_type == "folder":
-        return _paths_collection(f"folder {args.input}", _walk_images(args.input))
+        return _paths_collection(_walk_images(args.input))
     if input_type == "list":
-        return _paths_collection(f"list file {args.input}", _read_image_list(args.input))
+        return _paths_collection(_read_image_list(args.input))
     return _dataset_collection(args)
 
 
-def _paths_collection(description: str, paths: list[str]) -> Collection:
+def _paths_collection(paths: list[str]) -> Collection:
     paths = sorted(paths)
-    return Collection(description, "path", lambda: ((path, path, path) for path in paths), len(paths))
+    return Collection("path", lambda: ((path, path, path) for path in paths), len(paths))
 
 
 def _walk_images(directory: str) -> list[str]:
@@ -239,7 +239,7 @@ def _dataset_collection(args: CollectionArguments) -> Collection:
         for index, value in enumerate(values):
             yield index, value.get("path") if isinstance(value, dict) else value, value
 
-    return Collection(f"dataset {args.input}", "index", items, size)
+    return Collection("index", items, size)
 
 
 def _choose_split(loaded, args: CollectionArguments):
@@ -260,21 +260,9 @@ def _known_size(dataset, split: str | None) -> int | None:
     return info.num_examples if info is not None else None
 
 
-def load_source(source) -> "PIL.Image.Image":  # noqa: F821
-    """An image from a path, an undecoded `datasets.Image` value or a decoded one."""
-    if isinstance(source, dict):
-        return load_dataset_image(source)
-    if isinstance(source, (str, bytes, os.PathLike)):
-        return load_image(source)
-    return load_image(_encoded(source))
-
-
-def _encoded(image) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+def load_source(source) -> PIL.Image.Image:
+    """An image from a path or the undecoded value of a `datasets.Image` column (`{"bytes", "path"}`)."""
+    return load_dataset_image(source) if isinstance(source, dict) else load_image(source)
 
 
 # ---- processes ------------------------------------------------------------------------------------------------------
@@ -302,8 +290,9 @@ class Processes:
             int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size))),
         )
         if not dist.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
-            dist.init_process_group(backend, timeout=BARRIER_TIMEOUT)
+            if torch.cuda.is_available():
+                torch.cuda.set_device(processes.local_rank)
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", timeout=BARRIER_TIMEOUT)
         return processes
 
     @property
@@ -355,8 +344,12 @@ class OutputFiles:
     def parts(self) -> str:
         return f"{self.output}.parts"
 
+    @property
+    def record(self) -> str:
+        return f"{self.output}.run.json"
+
     def existing(self) -> list[str]:
-        return [path for path in (self.output, self.errors, self.parts) if os.path.exists(path)]
+        return [path for path in (self.output, self.errors, self.parts, self.record) if os.path.exists(path)]
 
     def remove(self) -> None:
         for path in self.existing():
@@ -553,9 +546,25 @@ def _own_count(pending: int, batch_size: int, processes: Processes) -> int:
 # ---- the run --------------------------------------------------------------------------------------------------------
 
 
-def prepare_output(args: CollectionArguments, processes: Processes) -> OutputFiles:
-    """Refuse an existing output without `--resume` or `--overwrite_output_dir` (in every process, before any of them
-    writes); with `--overwrite_output_dir`, process 0 removes it."""
+def run_record(args: CollectionArguments, config, threshold: float, top_k: int | None) -> dict:
+    """What decides the rows of an output: the model and its labels, the decision rule and the collection."""
+    return {
+        "model": config.name_or_path,
+        "labels": [config.id2label[index] for index in range(config.num_labels)],
+        "label_thresholds": getattr(config, "label_thresholds", None),
+        "threshold": threshold,
+        "top_k": top_k,
+        "all_scores": args.all_scores,
+        "input": os.path.abspath(args.input) if os.path.exists(args.input) else args.input,
+        "input_type": args.input_type,
+        "image_column": args.image_column,
+        "split": args.split,
+    }
+
+
+def check_output(args: CollectionArguments, processes: Processes, record: dict) -> OutputFiles:
+    """Refuse an existing output without `--resume` or `--overwrite_output_dir`, and a resume of an output that
+    another run wrote (its `<output>.run.json` names the differences), in every process, writing nothing."""
     files = OutputFiles(args.output)
     existing = files.existing()
     if not processes.all_agree(not existing or args.resume or args.overwrite_output_dir):
@@ -563,12 +572,37 @@ def prepare_output(args: CollectionArguments, processes: Processes) -> OutputFil
             f"--output {args.output}: {existing[0] if existing else 'it'} exists; pass --resume to continue it or "
             "--overwrite_output_dir to replace it."
         )
-    if args.overwrite_output_dir and processes.is_main:
-        files.remove()
-    processes.barrier()
-    directory = os.path.dirname(os.path.abspath(args.output))
-    os.makedirs(directory, exist_ok=True)
+    differences = _record_differences(files.record, record) if args.resume else []
+    if not processes.all_agree(not differences):
+        raise ValueError(
+            f"--resume: {args.output} was written by another run: {'; '.join(differences)}. Resume with the same "
+            "model and arguments, or write another --output."
+        )
     return files
+
+
+def start_output(files: OutputFiles, args: CollectionArguments, processes: Processes, record: dict) -> None:
+    """Process 0 removes the old output with `--overwrite_output_dir` and records the run; the others wait."""
+    if processes.is_main:
+        if args.overwrite_output_dir:
+            files.remove()
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        with open(files.record, "w", encoding="utf-8") as handle:
+            json.dump(record, handle, indent=2)
+    processes.barrier()
+
+
+def _record_differences(path: str, record: dict) -> list[str]:
+    if not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8") as handle:
+        recorded = json.load(handle)
+    now = json.loads(json.dumps(record))
+    return [
+        f"{key} {recorded.get(key)!r} (recorded) vs {value!r} (now)"
+        for key, value in now.items()
+        if recorded.get(key) != value
+    ]
 
 
 def tag_collection(
@@ -585,8 +619,10 @@ def tag_collection(
     """Tag the collection of `args.input` into `args.output` (see the module docstring). Returns `(rows written by
     this run in this process, unreadable images)`: all of the run's unreadable images in process 0, this process's in
     the others."""
-    files = prepare_output(args, processes)
+    record = run_record(args, model.config, threshold, top_k)
+    files = check_output(args, processes, record)
     collection = open_collection(args)
+    start_output(files, args, processes, record)
     previous_output = os.path.exists(files.output)
     done = written_keys(files, collection.key_column, previous_output)
     processes.barrier()  # every process has read the same rows before any writes
