@@ -124,7 +124,9 @@ class Architecture:
             architecture's own per-label attention (for heatmaps), or `None`.
         feature_maps: `feature_maps(outputs, config) -> tuple of (batch, channels, height, width)`, one visual
             feature map per stage from the classifier's outputs with `output_hidden_states=True` (for Grad-CAM).
-            Which of them is given decides the heatmap methods (`heatmap_methods`).
+        heatmap_methods: The heatmap methods it supports (see `visualization.gradcam`); `None` (default): every method
+            its maps allow, `attention` with `attention_maps` and the gradient methods with `feature_maps`. Declare
+            fewer when the logits' gradients do not reach a feature map (e.g. patch tokens the logits never read).
         heatmap_stages: Number of stages `attention_maps` and `feature_maps` give.
         describe: `describe(config) -> [(property, value)]`, the rows of the model card's architecture table.
         paper: Card and README facts.
@@ -148,6 +150,7 @@ class Architecture:
     onnx_export: bool = False
     attention_maps: Callable[..., torch.Tensor] | None = None
     feature_maps: Callable[..., tuple[torch.Tensor, ...]] | None = None
+    heatmap_methods: tuple[str, ...] | None = None
     heatmap_stages: Callable[[PreTrainedConfig], int] = lambda config: 1
     describe: Callable[[PreTrainedConfig], list[tuple[str, object]]] | None = None
 
@@ -155,6 +158,14 @@ class Architecture:
         unknown = set(self.label_inputs) - set(LABEL_INPUTS)
         if unknown:
             raise ValueError(f"Architecture {self.name!r}: unknown label_inputs {sorted(unknown)}; use {LABEL_INPUTS}.")
+        possible = self._heatmap_methods_of_the_maps()
+        if self.heatmap_methods is None:
+            object.__setattr__(self, "heatmap_methods", possible)
+        elif set(self.heatmap_methods) - set(possible):
+            raise ValueError(
+                f"Architecture {self.name!r}: heatmap_methods {sorted(set(self.heatmap_methods) - set(possible))} "
+                f"need maps it does not give; its maps allow {list(possible)}."
+            )
         if self.relabelling not in (None, *RELABELLING):
             raise ValueError(
                 f"Architecture {self.name!r}: unknown relabelling {self.relabelling!r}; use one of {RELABELLING} or None."
@@ -168,10 +179,8 @@ class Architecture:
         """Whether a trained model scores any class names (its text tower reads them): `relabelling="class_names"`."""
         return self.relabelling == "class_names"
 
-    @property
-    def heatmap_methods(self) -> tuple[str, ...]:
-        """The heatmap methods this architecture supports: `attention` with `attention_maps`, the gradient methods
-        with `feature_maps`."""
+    def _heatmap_methods_of_the_maps(self) -> tuple[str, ...]:
+        """`attention` with `attention_maps`, the gradient methods with `feature_maps`."""
         return ("attention",) * (self.attention_maps is not None) + GRADIENT_HEATMAP_METHODS * (
             self.feature_maps is not None
         )
