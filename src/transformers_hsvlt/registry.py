@@ -34,7 +34,8 @@ GRADIENT_HEATMAP_METHODS = ("gradcam", "gradcam++", "gradxact", "gradxinput")
 
 @dataclass(frozen=True)
 class Preset:
-    """A model size and its training recipe.
+    """A model size and its training recipe (the fields after `recipe` are those of `training.Recipe`, each
+    overridden by the `hsvlt-train` flag of the same name).
 
     Attributes:
         config: Keyword arguments of the architecture's config class (e.g. depths and widths).
@@ -46,6 +47,8 @@ class Preset:
         lr_milestones: For `lr_schedule="multistep"`: epochs after which the learning rate is multiplied by
             `lr_gamma` (e.g. `(30,)` for MSRN).
         lr_gamma: The multiplier of `multistep`.
+        plateau_factor, plateau_patience: `warmup_plateau`'s learning-rate factor when the validation mAP stops
+            improving, and the evaluations it waits.
         early_stopping_patience: Evaluations without improvement before training stops (0: never).
         backbone: The pretrained weights the preset starts from when `--backbone` is not given (a Hub id, e.g. the
             paper's ImageNet or CLIP checkpoint; `None`: random initialisation). `--backbone none` trains from scratch.
@@ -57,6 +60,8 @@ class Preset:
     warmup_epochs: float = 0.0
     lr_milestones: tuple[int, ...] = ()
     lr_gamma: float = 0.1
+    plateau_factor: float = 0.1
+    plateau_patience: int = 1
     early_stopping_patience: int = 0
     backbone: str | None = None
 

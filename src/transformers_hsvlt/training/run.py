@@ -27,6 +27,7 @@ from ..visualization.plots import save_evaluation_plots
 from .arguments import ModelArguments, OutputArguments
 from .model_building import build_model, config_values_for
 from .progress import use_training_progress
+from .recipe import resolve_recipe
 from .resume import (
     RUN_RECORD_NAME,
     check_same_run,
@@ -72,7 +73,7 @@ def train(
     remote-code checkpoint (model, image processor, label names, metrics, model card) in `output_dir`."""
     check_distributed_launch(training_args)
     architecture = get_architecture(model_args.model)
-    preset = architecture.presets[model_args.preset]
+    recipe = resolve_recipe(architecture, model_args)
     record = run_record(model_args, data_args, training_args)
     resume_checkpoint = resolve_resume_checkpoint(training_args)
     if not (model_args.model_name_or_path or model_args.backbone):  # bad config values before any work
@@ -88,10 +89,10 @@ def train(
     # Early stopping watches the evaluations: without any (`--eval_strategy no`) there is nothing to stop on, and
     # `EarlyStoppingCallback` would fail an assertion when training starts.
     evaluates = training_args.eval_strategy != IntervalStrategy.NO
-    early_stopping = model_args.early_stopping_patience > 0 and evaluates
-    callbacks = [EarlyStoppingCallback(model_args.early_stopping_patience)] if early_stopping else []
-    if model_args.lr_schedule not in ("warmup_plateau", "multistep"):
-        training_args.lr_scheduler_type = model_args.lr_schedule
+    early_stopping = recipe.early_stopping_patience > 0 and evaluates
+    callbacks = [EarlyStoppingCallback(recipe.early_stopping_patience)] if early_stopping else []
+    if recipe.uses_trainer_schedule:
+        training_args.lr_scheduler_type = recipe.lr_schedule
     if training_args.activation_checkpointing and training_args.ddp_find_unused_parameters is None:
         # The label gate of the last block gets no gradient (its output is not used by the logits), so DDP must look
         # for unused parameters; `Trainer` turns that off with activation checkpointing, and DDP then fails.
@@ -106,14 +107,7 @@ def train(
         compute_metrics=compute_metrics_fn(),
         callbacks=callbacks,
         train_augmentation=augmentation,
-        lr_schedule=model_args.lr_schedule,
-        warmup_epochs=model_args.warmup_epochs,
-        plateau_factor=model_args.plateau_factor,
-        plateau_patience=model_args.plateau_patience,
-        lr_milestones=preset.lr_milestones,
-        lr_gamma=preset.lr_gamma,
-        # the multipliers slow down pretrained parts; from scratch every part learns at the full rate
-        lr_multipliers=architecture.lr_multipliers if model_args.backbone or model_args.model_name_or_path else {},
+        recipe=recipe,
     )
     use_training_progress(trainer, quiet=output_args.quiet)
     if trainer.is_world_process_zero():
@@ -123,7 +117,9 @@ def train(
         return {}
     final = final_evaluation(trainer.model, image_processor, splits["eval"], training_args, output_args)
     final.log_history = trainer.state.log_history
-    save_training_checkpoint(trainer.model, image_processor, final, model_args, data_args, training_args, splits)
+    save_training_checkpoint(
+        trainer.model, image_processor, final, recipe, model_args, data_args, training_args, splits
+    )
     print(format_metric_table(final.result.metrics, final.result.class_names))
     if "mAP_unseen" in final.extras:
         print(
@@ -190,7 +186,14 @@ def recipe_augmentation(architecture, image_processor, data_args):
 
 
 def save_training_checkpoint(
-    model: PreTrainedModel, image_processor, final: FinalEvaluation, model_args, data_args, training_args, splits
+    model: PreTrainedModel,
+    image_processor,
+    final: FinalEvaluation,
+    recipe,
+    model_args,
+    data_args,
+    training_args,
+    splits,
 ) -> None:
     """Write the final checkpoint with `eval_results.json`, the evaluation plots and training curves (`plots/`,
     embedded in the card; with matplotlib), example images for digits, and its card; push it if asked."""
@@ -220,7 +223,7 @@ def save_training_checkpoint(
         dataset_name=data_args.dataset if data_args.dataset != "hub" else data_args.data_dir,
         metrics=overall,
         per_class_ap=per_class_ap,
-        training_args={**card_training_arguments(training_args), "lr_schedule": model_args.lr_schedule},
+        training_args={**card_training_arguments(training_args), **recipe.to_dict()},
         repo_id=training_args.hub_model_id,
         figures=CARD_FIGURES if draws_plots else (),
     )
@@ -230,7 +233,8 @@ def save_training_checkpoint(
 
 
 def card_training_arguments(training_args: TrainingArguments) -> dict:
-    """The recipe's hyper-parameters for the card; the schedule is reported as `lr_schedule`, what really ran."""
+    """The recipe's hyper-parameters for the card; the schedule is reported as the `Recipe`'s `lr_schedule`, what
+    really ran."""
     values = training_args.to_dict()
     return {name: values[name] for name in TRAINING_ARGUMENTS_IN_CARD if name in values and name != "lr_scheduler_type"}
 
