@@ -227,6 +227,12 @@ def architecture_names() -> list[str]:
     return list(dict.fromkeys([*_BUILTIN_ENTRIES, *_REGISTRY]))
 
 
+def architectures_that(capability: Callable[[Architecture], bool]) -> list[str]:
+    """The names of the registered architectures with a capability, e.g. `architectures_that(lambda entry:
+    entry.open_vocabulary)`, for messages that say which architectures would do."""
+    return [name for name in architecture_names() if capability(get_architecture(name))]
+
+
 def get_architecture(name: str) -> Architecture:
     """The architecture called `name` (a `--model`, `--architecture` or `config.model_type` value)."""
     if name not in _REGISTRY and name in _BUILTIN_ENTRIES:

@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
 
-from ..checkpoints import checkpoint_architecture, is_open_vocabulary, load_checkpoint, resolve_device
+from ..checkpoints import (
+    checkpoint_architecture,
+    is_open_vocabulary,
+    load_checkpoint,
+    open_vocabulary_architectures,
+    resolve_device,
+)
 from ..images import DEFAULT_DOWNLOAD_SECONDS, DEFAULT_MAX_DOWNLOAD_BYTES, ImageLoadError, load_image
 from ..inference import predict
 from ..threads import set_threads
@@ -101,7 +107,8 @@ def check_against_checkpoint(model_name: str, args: PredictArguments) -> None:
     architecture = checkpoint_architecture(model_name)
     if args.labels is not None and not is_open_vocabulary(architecture):
         raise ValueError(
-            f"--labels needs an open-vocabulary model (PatchCT, PVLR); {model_name} is a {architecture.name} model, "
+            f"--labels needs an open-vocabulary model ({', '.join(open_vocabulary_architectures())}); {model_name} is "
+            f"a {architecture.name} model, "
             "whose head has one trained output per label: predict its own labels, or fine-tune it on new ones."
         )
     if args.heatmaps:

@@ -50,9 +50,8 @@ class ModelArguments:
         default=None,
         metadata={
             "help": "Pretrained weights of the architecture's backbone (Hub id, directory or file). Default: the "
-            "preset's (the paper presets start from facebook/convnext-small-384-22k-1k for HSVLT, "
-            "microsoft/resnet-101 for MSRN, openai/clip-vit-base-patch16 for PatchCT and PVLR; tiny presets from "
-            "scratch); 'none' trains from scratch."
+            "preset's (the paper presets start from the paper's pretrained weights, e.g. "
+            "facebook/convnext-small-384-22k-1k for HSVLT; tiny presets from scratch); 'none' trains from scratch."
         },
     )
     label_embeddings: str | None = field(

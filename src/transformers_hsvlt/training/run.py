@@ -10,7 +10,13 @@ from transformers import EarlyStoppingCallback, PreTrainedModel, TrainingArgumen
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, IntervalStrategy
 
 from .. import data as family_data
-from ..checkpoints import check_output_directory, image_processor_for, is_open_vocabulary, write_checkpoint
+from ..checkpoints import (
+    check_output_directory,
+    image_processor_for,
+    is_open_vocabulary,
+    open_vocabulary_architectures,
+    write_checkpoint,
+)
 from ..data.decoding import decode_images_naming_the_file
 from ..data.label_subsets import restrict_to_labels
 from ..evaluation import (
@@ -142,7 +148,7 @@ def evaluation_split_for_training(architecture, eval_split, class_names: list[st
     if not is_open_vocabulary(architecture):
         raise ValueError(
             f"--train_labels: {architecture.name} has one trained output per label and cannot score labels unseen in "
-            "training; use an open-vocabulary model (--model patchct or pvlr)."
+            f"training; use an open-vocabulary model (--model {' or '.join(open_vocabulary_architectures())})."
         )
     return restrict_to_labels(eval_split, class_names)
 
