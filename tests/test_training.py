@@ -12,7 +12,9 @@ from PIL import Image
 from transformers_hsvlt.cli import evaluate as eval_cli
 from transformers_hsvlt.cli import predict as predict_cli
 from transformers_hsvlt.cli import train as train_cli
+from transformers_hsvlt.registry import get_architecture
 from transformers_hsvlt.training import WarmupReduceLROnPlateau, parse_train_arguments
+from transformers_hsvlt.training.recipe import resolve_recipe
 
 
 TINY_RUN = [
@@ -47,7 +49,9 @@ def test_defaults_are_the_presets_recipes():
     assert training_args.metric_for_best_model == "mAP" and training_args.load_best_model_at_end
     model_args, _, _, authors = parse_train_arguments(["--dataset", "voc2007", "--data_dir", "x"])
     assert (authors.learning_rate, authors.weight_decay, authors.per_device_train_batch_size) == (1e-5, 1e-4, 4)
-    assert (authors.num_train_epochs, authors.seed, model_args.warmup_epochs) == (100, 1, 2.0)
+    recipe = resolve_recipe(get_architecture("hsvlt"), model_args)
+    assert (authors.num_train_epochs, authors.seed) == (100, 1)
+    assert (recipe.warmup_epochs, recipe.early_stopping_patience) == (2.0, 4)
     _, _, _, overridden = parse_train_arguments(["--dataset", "voc2007", "--data_dir", "x", "--learning_rate", "3e-4"])
     assert overridden.learning_rate == 3e-4
 

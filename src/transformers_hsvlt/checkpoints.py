@@ -22,7 +22,7 @@ from transformers import AutoTokenizer, PreTrainedConfig, PreTrainedModel
 
 from .hub import prepare_for_push, remote_code_files
 from .image_processing_hsvlt import HSVLTImageProcessor
-from .registry import Architecture, get_architecture
+from .registry import Architecture, architectures_that, get_architecture
 from .weights import check_pretrained_name, check_state_dict, read_safetensors
 
 
@@ -127,6 +127,11 @@ def load_model(name_or_path: str, architecture: Architecture | None = None) -> P
 def is_open_vocabulary(architecture: Architecture) -> bool:
     """Whether the architecture reads class names through its own text tower, so any names can be scored."""
     return architecture.open_vocabulary
+
+
+def open_vocabulary_architectures() -> list[str]:
+    """The registered architectures that score any class names (for messages naming them)."""
+    return architectures_that(lambda architecture: architecture.open_vocabulary)
 
 
 def image_processor_for(architecture: Architecture, config: PreTrainedConfig) -> HSVLTImageProcessor:

@@ -187,9 +187,8 @@ def prepare_for_push(
     model.config.custom_pipelines = FAMILY_PIPELINES
     model.save_pretrained(output_dir)
     (image_processor if image_processor is not None else HSVLTImageProcessor()).save_pretrained(output_dir)
-    class_name_tokenizer = getattr(model, "class_name_tokenizer", None)  # open-vocabulary models (PatchCT, PVLR)
-    if class_name_tokenizer is not None:
-        class_name_tokenizer.save_pretrained(output_dir)
+    if model.class_name_tokenizer is not None:  # open-vocabulary models (see `FamilyPreTrainedModel`)
+        model.class_name_tokenizer.save_pretrained(output_dir)
     shutil.copy(pipeline_multilabel.__file__, output_dir / Path(pipeline_multilabel.__file__).name)
     save_model_card(output_dir, model, **card_kwargs)
     _check_checkpoint_dir(output_dir)

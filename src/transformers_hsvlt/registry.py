@@ -34,7 +34,8 @@ GRADIENT_HEATMAP_METHODS = ("gradcam", "gradcam++", "gradxact", "gradxinput")
 
 @dataclass(frozen=True)
 class Preset:
-    """A model size and its training recipe.
+    """A model size and its training recipe (the fields after `recipe` are those of `training.Recipe`, each
+    overridden by the `hsvlt-train` flag of the same name).
 
     Attributes:
         config: Keyword arguments of the architecture's config class (e.g. depths and widths).
@@ -46,6 +47,8 @@ class Preset:
         lr_milestones: For `lr_schedule="multistep"`: epochs after which the learning rate is multiplied by
             `lr_gamma` (e.g. `(30,)` for MSRN).
         lr_gamma: The multiplier of `multistep`.
+        plateau_factor, plateau_patience: `warmup_plateau`'s learning-rate factor when the validation mAP stops
+            improving, and the evaluations it waits.
         early_stopping_patience: Evaluations without improvement before training stops (0: never).
         backbone: The pretrained weights the preset starts from when `--backbone` is not given (a Hub id, e.g. the
             paper's ImageNet or CLIP checkpoint; `None`: random initialisation). `--backbone none` trains from scratch.
@@ -57,6 +60,8 @@ class Preset:
     warmup_epochs: float = 0.0
     lr_milestones: tuple[int, ...] = ()
     lr_gamma: float = 0.1
+    plateau_factor: float = 0.1
+    plateau_patience: int = 1
     early_stopping_patience: int = 0
     backbone: str | None = None
 
@@ -124,7 +129,9 @@ class Architecture:
             architecture's own per-label attention (for heatmaps), or `None`.
         feature_maps: `feature_maps(outputs, config) -> tuple of (batch, channels, height, width)`, one visual
             feature map per stage from the classifier's outputs with `output_hidden_states=True` (for Grad-CAM).
-            Which of them is given decides the heatmap methods (`heatmap_methods`).
+        heatmap_methods: The heatmap methods it supports (see `visualization.gradcam`); `None` (default): every method
+            its maps allow, `attention` with `attention_maps` and the gradient methods with `feature_maps`. Declare
+            fewer when the logits' gradients do not reach a feature map (e.g. patch tokens the logits never read).
         heatmap_stages: Number of stages `attention_maps` and `feature_maps` give.
         describe: `describe(config) -> [(property, value)]`, the rows of the model card's architecture table.
         paper: Card and README facts.
@@ -148,6 +155,7 @@ class Architecture:
     onnx_export: bool = False
     attention_maps: Callable[..., torch.Tensor] | None = None
     feature_maps: Callable[..., tuple[torch.Tensor, ...]] | None = None
+    heatmap_methods: tuple[str, ...] | None = None
     heatmap_stages: Callable[[PreTrainedConfig], int] = lambda config: 1
     describe: Callable[[PreTrainedConfig], list[tuple[str, object]]] | None = None
 
@@ -155,6 +163,14 @@ class Architecture:
         unknown = set(self.label_inputs) - set(LABEL_INPUTS)
         if unknown:
             raise ValueError(f"Architecture {self.name!r}: unknown label_inputs {sorted(unknown)}; use {LABEL_INPUTS}.")
+        possible = self._heatmap_methods_of_the_maps()
+        if self.heatmap_methods is None:
+            object.__setattr__(self, "heatmap_methods", possible)
+        elif set(self.heatmap_methods) - set(possible):
+            raise ValueError(
+                f"Architecture {self.name!r}: heatmap_methods {sorted(set(self.heatmap_methods) - set(possible))} "
+                f"need maps it does not give; its maps allow {list(possible)}."
+            )
         if self.relabelling not in (None, *RELABELLING):
             raise ValueError(
                 f"Architecture {self.name!r}: unknown relabelling {self.relabelling!r}; use one of {RELABELLING} or None."
@@ -168,10 +184,8 @@ class Architecture:
         """Whether a trained model scores any class names (its text tower reads them): `relabelling="class_names"`."""
         return self.relabelling == "class_names"
 
-    @property
-    def heatmap_methods(self) -> tuple[str, ...]:
-        """The heatmap methods this architecture supports: `attention` with `attention_maps`, the gradient methods
-        with `feature_maps`."""
+    def _heatmap_methods_of_the_maps(self) -> tuple[str, ...]:
+        """`attention` with `attention_maps`, the gradient methods with `feature_maps`."""
         return ("attention",) * (self.attention_maps is not None) + GRADIENT_HEATMAP_METHODS * (
             self.feature_maps is not None
         )
@@ -211,6 +225,12 @@ def register(architecture: Architecture) -> Architecture:
 def architecture_names() -> list[str]:
     """Every registered architecture name, built-in ones first."""
     return list(dict.fromkeys([*_BUILTIN_ENTRIES, *_REGISTRY]))
+
+
+def architectures_that(capability: Callable[[Architecture], bool]) -> list[str]:
+    """The names of the registered architectures with a capability, e.g. `architectures_that(lambda entry:
+    entry.open_vocabulary)`, for messages that say which architectures would do."""
+    return [name for name in architecture_names() if capability(get_architecture(name))]
 
 
 def get_architecture(name: str) -> Architecture:

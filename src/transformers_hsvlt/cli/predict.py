@@ -25,6 +25,7 @@ from ..checkpoints import (
     checkpoint_architecture,
     is_open_vocabulary,
     load_checkpoint,
+    open_vocabulary_architectures,
     resolve_device,
 )
 from ..collection import CollectionArguments, Processes, tag_collection
@@ -121,7 +122,8 @@ def check_against_checkpoint(model_name: str, args: PredictArguments) -> None:
     architecture = checkpoint_architecture(model_name)
     if args.labels is not None and not is_open_vocabulary(architecture):
         raise ValueError(
-            f"--labels needs an open-vocabulary model (PatchCT, PVLR); {model_name} is a {architecture.name} model, "
+            f"--labels needs an open-vocabulary model ({', '.join(open_vocabulary_architectures())}); {model_name} is "
+            f"a {architecture.name} model, "
             "whose head has one trained output per label: predict its own labels, or fine-tune it on new ones."
         )
     if args.heatmaps:

@@ -110,5 +110,8 @@ ARCHITECTURE = Architecture(
     describe=describe,
     attention_maps=attention_maps,
     feature_maps=feature_maps,
+    # the feature maps are patch tokens reshaped after the forward, outside the logits' graph: the gradient methods
+    # over them cannot run; gradient x input (on the pixels) only takes their grid
+    heatmap_methods=("gradxinput", "attention"),
     heatmap_stages=lambda config: 1,
 )

@@ -55,9 +55,8 @@ class ModelArguments:
         default=None,
         metadata={
             "help": "Pretrained weights of the architecture's backbone (Hub id, directory or file). Default: the "
-            "preset's (the paper presets start from facebook/convnext-small-384-22k-1k for HSVLT, "
-            "microsoft/resnet-101 for MSRN, openai/clip-vit-base-patch16 for PatchCT and PVLR; tiny presets from "
-            "scratch); 'none' trains from scratch."
+            "preset's (the paper presets start from the paper's pretrained weights, e.g. "
+            "facebook/convnext-small-384-22k-1k for HSVLT; tiny presets from scratch); 'none' trains from scratch."
         },
     )
     label_embeddings: str | None = field(
@@ -97,6 +96,7 @@ class ModelArguments:
             "choices": list(MULTILABEL_LOSSES),
         },
     )
+    # The recipe (see `training.recipe`): every field defaults to the preset's.
     lr_schedule: str | None = field(
         default=None,
         metadata={"help": "warmup_plateau, multistep, or any transformers lr_scheduler_type (default: the preset's)."},
@@ -104,13 +104,35 @@ class ModelArguments:
     warmup_epochs: float | None = field(
         default=None, metadata={"help": "Warm-up of warmup_plateau, in epochs (default: the preset's)."}
     )
-    plateau_factor: float = field(default=0.1, metadata={"help": "LR factor when validation mAP stops improving."})
-    plateau_patience: int = field(
-        default=1, metadata={"help": "Evaluations without improvement before the LR is reduced."}
+    plateau_factor: float | None = field(
+        default=None,
+        metadata={"help": "warmup_plateau: LR factor when validation mAP stops improving (default: the preset's)."},
+    )
+    plateau_patience: int | None = field(
+        default=None,
+        metadata={
+            "help": "warmup_plateau: evaluations without improvement before the LR is reduced (default: the preset's)."
+        },
+    )
+    lr_milestones: str | None = field(
+        default=None,
+        metadata={
+            "help": "multistep: comma-separated epochs after which the LR is multiplied by --lr_gamma, e.g. 30,40 (default: the preset's)."
+        },
+    )
+    lr_gamma: float | None = field(
+        default=None, metadata={"help": "multistep: the LR factor at each milestone (default: the preset's)."}
     )
     early_stopping_patience: int | None = field(
         default=None,
         metadata={"help": "Evaluations without improvement before stopping (0: never; default: the preset's)."},
+    )
+    lr_multipliers: str | None = field(
+        default=None,
+        metadata={
+            "help": "LR multipliers of parameter groups, 'prefix=multiplier,...' (e.g. 'msrn.backbone.=0.1'); 'none' "
+            "for none. Default: the architecture's when training from pretrained weights, none from scratch."
+        },
     )
 
 
@@ -184,12 +206,6 @@ def parse_train_arguments(
     parser.set_defaults(output_dir=output_dir, **{**COMMON_TRAINING_DEFAULTS, **preset.recipe})
     model_args, data_args, output_args, training_args = parser.parse_args_into_dataclasses(argv)
     model_args.model, model_args.preset = architecture.name, preset_name
-    if model_args.lr_schedule is None:
-        model_args.lr_schedule = preset.lr_schedule
-    if model_args.warmup_epochs is None:
-        model_args.warmup_epochs = preset.warmup_epochs
-    if model_args.early_stopping_patience is None:
-        model_args.early_stopping_patience = preset.early_stopping_patience
     if model_args.backbone is None and not model_args.model_name_or_path:
         model_args.backbone = preset.backbone
     elif model_args.backbone is not None and model_args.backbone.lower() == "none":

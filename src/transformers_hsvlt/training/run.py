@@ -12,7 +12,13 @@ from transformers import EarlyStoppingCallback, PreTrainedModel, TrainingArgumen
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, IntervalStrategy
 
 from .. import data as family_data
-from ..checkpoints import check_output_directory, image_processor_for, is_open_vocabulary, write_checkpoint
+from ..checkpoints import (
+    check_output_directory,
+    image_processor_for,
+    is_open_vocabulary,
+    open_vocabulary_architectures,
+    write_checkpoint,
+)
 from ..data.decoding import decode_images_naming_the_file
 from ..data.label_subsets import restrict_to_labels
 from ..evaluation import (
@@ -32,6 +38,7 @@ from .disk import naming_a_full_disk
 from .lock import output_directory_lock
 from .model_building import build_model, config_values_for
 from .progress import use_training_progress
+from .recipe import resolve_recipe
 from .resume import (
     RunRecordInCheckpoints,
     check_same_run,
@@ -107,6 +114,7 @@ def train(
     output directory is locked against a second training for the whole run."""
     check_distributed_launch(training_args)
     architecture = get_architecture(model_args.model)
+    recipe = resolve_recipe(architecture, model_args)
     record = run_record(model_args, data_args, training_args)
     resume_checkpoint = resolve_resume_checkpoint(training_args)
     if not (model_args.model_name_or_path or model_args.backbone):  # bad config values before any work
@@ -116,15 +124,14 @@ def train(
     lock = output_directory_lock(training_args.output_dir) if training_args.process_index == 0 else nullcontext()
     with lock:
         return train_in_output_dir(
-            architecture, record, resume_checkpoint, model_args, data_args, output_args, training_args
+            architecture, recipe, record, resume_checkpoint, model_args, data_args, output_args, training_args
         )
 
 
 def train_in_output_dir(
-    architecture, record: dict, resume_checkpoint: str | None, model_args, data_args, output_args, training_args
+    architecture, recipe, record: dict, resume_checkpoint: str | None, model_args, data_args, output_args, training_args
 ) -> dict:
     """The run itself, once the output directory is checked (and locked)."""
-    preset = architecture.presets[model_args.preset]
     splits = family_data.load_training_data(data_args, seed=training_args.seed)
     check_evaluation_split_has_positives(splits["eval"], data_args)
     class_names = family_data.get_class_names(splits["train"])
@@ -136,10 +143,10 @@ def train_in_output_dir(
     # Early stopping watches the evaluations: without any (`--eval_strategy no`) there is nothing to stop on, and
     # `EarlyStoppingCallback` would fail an assertion when training starts.
     evaluates = training_args.eval_strategy != IntervalStrategy.NO
-    early_stopping = model_args.early_stopping_patience > 0 and evaluates
-    callbacks = [EarlyStoppingCallback(model_args.early_stopping_patience)] if early_stopping else []
-    if model_args.lr_schedule not in ("warmup_plateau", "multistep"):
-        training_args.lr_scheduler_type = model_args.lr_schedule
+    early_stopping = recipe.early_stopping_patience > 0 and evaluates
+    callbacks = [EarlyStoppingCallback(recipe.early_stopping_patience)] if early_stopping else []
+    if recipe.uses_trainer_schedule:
+        training_args.lr_scheduler_type = recipe.lr_schedule
     if training_args.activation_checkpointing and training_args.ddp_find_unused_parameters is None:
         # The label gate of the last block gets no gradient (its output is not used by the logits), so DDP must look
         # for unused parameters; `Trainer` turns that off with activation checkpointing, and DDP then fails.
@@ -154,14 +161,7 @@ def train_in_output_dir(
         compute_metrics=compute_metrics_fn(),
         callbacks=callbacks,
         train_augmentation=augmentation,
-        lr_schedule=model_args.lr_schedule,
-        warmup_epochs=model_args.warmup_epochs,
-        plateau_factor=model_args.plateau_factor,
-        plateau_patience=model_args.plateau_patience,
-        lr_milestones=preset.lr_milestones,
-        lr_gamma=preset.lr_gamma,
-        # the multipliers slow down pretrained parts; from scratch every part learns at the full rate
-        lr_multipliers=architecture.lr_multipliers if model_args.backbone or model_args.model_name_or_path else {},
+        recipe=recipe,
     )
     use_training_progress(trainer, quiet=output_args.quiet)
     trainer.add_callback(RunRecordInCheckpoints(record))
@@ -178,7 +178,7 @@ def train_in_output_dir(
     final.log_history = trainer.state.log_history
     with naming_a_full_disk(training_args.output_dir, model, optimizer_states):
         save_training_checkpoint(
-            trainer.model, image_processor, final, model_args, data_args, output_args, training_args, splits
+            trainer.model, image_processor, final, recipe, model_args, data_args, output_args, training_args, splits
         )
     print(format_metric_table(final.result.metrics, final.result.class_names))
     print("\n" + format_extras(final.extras))
@@ -197,7 +197,7 @@ def evaluation_split_for_training(architecture, eval_split, class_names: list[st
     if not is_open_vocabulary(architecture):
         raise ValueError(
             f"--train_labels: {architecture.name} has one trained output per label and cannot score labels unseen in "
-            "training; use an open-vocabulary model (--model patchct or pvlr)."
+            f"training; use an open-vocabulary model (--model {' or '.join(open_vocabulary_architectures())})."
         )
     return restrict_to_labels(eval_split, class_names)
 
@@ -267,6 +267,7 @@ def save_training_checkpoint(
     model: PreTrainedModel,
     image_processor,
     final: FinalEvaluation,
+    recipe,
     model_args,
     data_args,
     output_args,
@@ -300,7 +301,7 @@ def save_training_checkpoint(
         dataset_name=card_dataset_name(data_args, output_args),
         metrics=rounded_like_the_metric_table(overall),
         per_class_ap=rounded_like_the_metric_table(per_class_ap),
-        training_args={**card_training_arguments(training_args), "lr_schedule": model_args.lr_schedule},
+        training_args={**card_training_arguments(training_args), **recipe.to_dict()},
         repo_id=training_args.hub_model_id,
         figures=CARD_FIGURES if draws_plots else (),
     )
@@ -315,7 +316,8 @@ def rounded_like_the_metric_table(values: dict) -> dict:
 
 
 def card_training_arguments(training_args: TrainingArguments) -> dict:
-    """The recipe's hyper-parameters for the card; the schedule is reported as `lr_schedule`, what really ran."""
+    """The recipe's hyper-parameters for the card; the schedule is reported as the `Recipe`'s `lr_schedule`, what
+    really ran."""
     values = training_args.to_dict()
     return {name: values[name] for name in TRAINING_ARGUMENTS_IN_CARD if name in values and name != "lr_scheduler_type"}
 

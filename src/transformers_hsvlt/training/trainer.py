@@ -3,7 +3,8 @@
 The models carry their own contracts (their loss is a mean and takes no `num_items_in_batch`, so a plain `Trainer`
 trains them correctly, gradient accumulation included). This subclass only adds what a recipe asks for: batch
 augmentation on the training device, the `warmup_plateau` / `multistep` schedules, and per-prefix learning-rate
-multipliers (e.g. MSRN's backbone at 0.1x).
+multipliers (e.g. MSRN's backbone at 0.1x), all from the run's `Recipe`. The multipliers are parameter groups given
+to `Trainer`'s own optimizer factory, so `--optim` (SGD, Adafactor, bitsandbytes' optimizers, ...) keeps working.
 """
 
 import os
@@ -11,6 +12,7 @@ import os
 import torch
 from transformers import Trainer, TrainingArguments
 
+from .recipe import Recipe
 from .schedule import PlateauCallback, WarmupReduceLROnPlateau, multistep_by_epoch
 
 
@@ -19,35 +21,15 @@ class FamilyTrainer(Trainer):
 
     Args:
         train_augmentation: A module applied to `pixel_values` of training batches on the training device.
-        lr_schedule: `warmup_plateau`, `multistep`, or a transformers `lr_scheduler_type` (then `Trainer`'s own).
-        warmup_epochs, plateau_factor, plateau_patience: The `warmup_plateau` parameters.
-        lr_milestones, lr_gamma: The `multistep` parameters (milestones in epochs).
-        lr_multipliers: Parameter-name prefix -> learning-rate multiplier (the longest matching prefix wins).
+        recipe: The run's [`Recipe`]: its schedule and learning-rate multipliers (its early stopping is a callback
+            of the run); default: `Recipe()`.
     """
 
-    def __init__(
-        self,
-        *args,
-        train_augmentation=None,
-        lr_schedule: str = "warmup_plateau",
-        warmup_epochs: float = 0.0,
-        plateau_factor: float = 0.1,
-        plateau_patience: int = 1,
-        lr_milestones=(),
-        lr_gamma: float = 0.1,
-        lr_multipliers=None,
-        **kwargs,
-    ):
+    def __init__(self, *args, train_augmentation=None, recipe: Recipe | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.train_augmentation = train_augmentation
-        self.lr_schedule = lr_schedule
-        self.warmup_epochs = warmup_epochs
-        self.plateau_factor = plateau_factor
-        self.plateau_patience = plateau_patience
-        self.lr_milestones = tuple(lr_milestones)
-        self.lr_gamma = lr_gamma
-        self.lr_multipliers = dict(lr_multipliers or {})
-        if lr_schedule == "warmup_plateau":
+        self.recipe = recipe or Recipe()
+        if self.recipe.lr_schedule == "warmup_plateau":
             self.add_callback(PlateauCallback())
 
     def compute_loss(self, model, inputs, *args, **kwargs):
@@ -68,26 +50,30 @@ class FamilyTrainer(Trainer):
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         optimizer = optimizer or self.optimizer
-        if self.lr_scheduler is None and self.lr_schedule == "warmup_plateau":
+        recipe = self.recipe
+        if self.lr_scheduler is None and recipe.lr_schedule == "warmup_plateau":
             self.lr_scheduler = WarmupReduceLROnPlateau(
                 optimizer,
-                warmup_steps=round(self.warmup_epochs * self._steps_per_epoch(num_training_steps)),
-                factor=self.plateau_factor,
-                patience=self.plateau_patience,
+                warmup_steps=round(recipe.warmup_epochs * self._steps_per_epoch(num_training_steps)),
+                factor=recipe.plateau_factor,
+                patience=recipe.plateau_patience,
             )
-        elif self.lr_scheduler is None and self.lr_schedule == "multistep":
+        elif self.lr_scheduler is None and recipe.lr_schedule == "multistep":
             self.lr_scheduler = multistep_by_epoch(
-                optimizer, self._steps_per_epoch(num_training_steps), self.lr_milestones, self.lr_gamma
+                optimizer, self._steps_per_epoch(num_training_steps), recipe.lr_milestones, recipe.lr_gamma
             )
         return super().create_scheduler(num_training_steps, optimizer)
 
-    def create_optimizer(self, model=None):
-        if self.optimizer is not None or not self.lr_multipliers:
-            return super().create_optimizer(model)
-        model = self.model if model is None else model
-        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
-        self.optimizer = optimizer_cls(self.parameter_groups(model), **optimizer_kwargs)
-        return self.optimizer
+    def get_optimizer_cls_and_kwargs(self, args: TrainingArguments, model=None):
+        """`Trainer`'s optimizer factory (`--optim`, `--optim_args`: any optimizer transformers knows), given the
+        recipe's parameter groups (`params`, which `Trainer.create_optimizer` passes to the optimizer) when it has
+        learning-rate multipliers and the optimizer takes parameter groups (not the layer-wise or model-wise ones,
+        which bring their own)."""
+        optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+        owns_parameters = {"params", "model", "optimizer_dict"} & set(optimizer_kwargs)
+        if self.recipe.lr_multipliers and model is not None and not owns_parameters:
+            optimizer_kwargs = {**optimizer_kwargs, "params": self.parameter_groups(model)}
+        return optimizer_cls, optimizer_kwargs
 
     def parameter_groups(self, model) -> list[dict]:
         """One group per (learning-rate multiplier, weight decay) pair of the trainable parameters."""
@@ -106,8 +92,9 @@ class FamilyTrainer(Trainer):
         ]
 
     def lr_multiplier(self, parameter_name: str) -> float:
-        matches = [prefix for prefix in self.lr_multipliers if parameter_name.startswith(prefix)]
-        return self.lr_multipliers[max(matches, key=len)] if matches else 1.0
+        multipliers = self.recipe.lr_multipliers
+        matches = [prefix for prefix in multipliers if parameter_name.startswith(prefix)]
+        return multipliers[max(matches, key=len)] if matches else 1.0
 
 
 def check_distributed_launch(training_args: TrainingArguments) -> None:
