@@ -1,0 +1,1 @@
+"""The conformance suite: one folder per architecture, each running the shared contract of `contract.py`."""
