@@ -505,7 +505,7 @@ def operation_counts(model, pixel_values, labels):
 @pytest.mark.slow
 def test_hsvlt_s_issues_at_most_twice_convnext_s_operations():
     """HSVLT-S and ConvNeXt-S at 224x224, batch 2, 80 labels. The counts are deterministic: HSVLT-S issues 1,090
-    operations per inference forward and 4,0xx per training step, ConvNeXt-S 560 and 2,025."""
+    operations per inference forward and 4,702 per training step, ConvNeXt-S 560 and 2,025."""
     torch.manual_seed(0)
     pixel_values, labels = torch.rand(2, 3, 224, 224), torch.randint(0, 2, (2, 80)).float()
     hsvlt = HSVLTForMultiLabelClassification(HSVLTConfig(num_labels=80))
@@ -521,4 +521,4 @@ def test_hsvlt_s_issues_at_most_twice_convnext_s_operations():
     convnext_inference, convnext_training = operation_counts(convnext, pixel_values, labels)
     assert (convnext_inference, convnext_training) == (560, 2025)
     assert hsvlt_inference <= 2 * convnext_inference
-    assert hsvlt_training <= 5_065
+    assert hsvlt_training <= 4_702

@@ -96,18 +96,13 @@ class HSVLTWeightProducts:
     def is_current(self, sources: tuple[torch.Tensor, ...]) -> bool:
         """Whether `sources` are the very tensors the products were computed from, unchanged since: same storage,
         in-place version, dtype and device."""
-        return _unchanged(sources, self.sources, self.versions)
-
-
-def _unchanged(sources, cached_sources, versions) -> bool:
-    """Whether `sources` are the tensors `cached_sources` alias, with the in-place versions `versions`."""
-    return all(
-        source.data_ptr() == cached.data_ptr()
-        and source._version == version
-        and source.dtype == cached.dtype
-        and source.device == cached.device
-        for source, cached, version in zip(sources, cached_sources, versions, strict=True)
-    )
+        return all(
+            source.data_ptr() == cached.data_ptr()
+            and source._version == version
+            and source.dtype == cached.dtype
+            and source.device == cached.device
+            for source, cached, version in zip(sources, self.sources, self.versions, strict=True)
+        )
 
 
 def _eager_inference_cache(training: bool) -> str | None:
@@ -126,22 +121,30 @@ def _eager_inference_cache(training: bool) -> str | None:
 @dataclass(frozen=True)
 class HSVLTTransposedWeights:
     r"""
-    Transposed views `(in_features, out_features)` of a block's linear weights outside the IVLA products (`pwconv1`,
-    `pwconv2`, `project_mm` and the label gate's), kept in eager inference so that each linear map is a single
-    `addmm`/`mm` of the `(rows, in_features)` input. Views: no memory, no copy; `sources` and `versions` as in
-    [`HSVLTWeightProducts`].
+    Transposed views `(in_features, out_features)` of a block's linear weights, kept so that each linear map is a
+    single `addmm`/`mm` of its `(rows, in_features)` input without a transpose operation per call: used in eager
+    inference and by the hand-written label update ([`HSVLTLabelUpdate`]), never where autograd must see the weights.
+
+    Views of the weights' storage (no memory, no copy): they follow in-place changes (optimizer steps, `copy_`,
+    `load_state_dict`) by themselves, and are recomputed when a weight gets other storage, dtype, device or shape
+    (`load_state_dict(assign=True)`, `.to()`, `param.data = ...`). Holding them keeps that storage alive, so no other
+    tensor can take its address.
     """
 
     weights: dict[str, torch.Tensor]
-    sources: tuple[torch.Tensor, ...]
-    versions: tuple[int, ...]
 
     @classmethod
-    def compute(cls, sources: dict[str, torch.Tensor], cache: bool = True) -> "HSVLTTransposedWeights":
-        return cls(
-            weights={name: (source.detach() if cache else source).t() for name, source in sources.items()},
-            sources=tuple(source.detach() for source in sources.values()) if cache else (),
-            versions=tuple(source._version for source in sources.values()) if cache else (),
+    def compute(cls, sources: dict[str, torch.Tensor]) -> "HSVLTTransposedWeights":
+        return cls(weights={name: source.detach().t() for name, source in sources.items()})
+
+    def is_current(self, sources: dict[str, torch.Tensor]) -> bool:
+        """Whether every view still aliases its weight's storage, with its dtype, device and shape."""
+        return sources.keys() == self.weights.keys() and all(
+            view.data_ptr() == source.data_ptr()
+            and view.dtype == source.dtype
+            and view.device == source.device
+            and view.shape == source.shape[::-1]
+            for view, source in zip(self.weights.values(), sources.values())
         )
 
 
@@ -385,7 +388,8 @@ class HSVLTLabelUpdate(torch.autograd.Function):
     product: every one of them is `A^T B` for two `(B*K, C)` matrices (`A`: the gradient of the map's output, `B`: its
     input), so they are stacked and multiplied at once, and the three biases are the row sums of the same stack.
 
-    Inputs: label features `(B*K, C)`, visual tokens `(B, H*W, C)`, the attention scale, then the weights `query`,
+    Inputs: label features `(B*K, C)`, visual tokens `(B, H*W, C)`, the attention scale, the block's
+    [`HSVLTTransposedWeights`] views (the forward reads the weights through them), then the weights `query`,
     `key`, `value`, `proj` (weight, bias), `vis_project` (weight, bias), `project_mm` (weight, bias) and the gate's
     `hidden`, `output` (both `None` for a block without gate). Outputs: the updated label features and the multi-modal
     features, both `(B*K, C)`.
@@ -404,6 +408,7 @@ class HSVLTLabelUpdate(torch.autograd.Function):
         label_features,
         visual_tokens,
         scale,
+        transposed,
         query,
         key,
         value,
@@ -416,26 +421,27 @@ class HSVLTLabelUpdate(torch.autograd.Function):
         gate_hidden,
         gate_output,
     ):
-        """The forward without autograd: returns the two outputs and the tensors the backward reads."""
+        """The forward without autograd: returns the two outputs and the tensors the backward reads. `transposed`:
+        the block's [`HSVLTTransposedWeights`] views."""
         batch_size, _, dim = visual_tokens.shape
         # scaled queries, `scale * t W_q^T` (beta=0: the bias argument only gives the shape and is not read)
-        queries = torch.addmm(vis_bias, label_features, query.t(), beta=0, alpha=scale)
+        queries = torch.addmm(vis_bias, label_features, transposed["query"], beta=0, alpha=scale)
         folded_queries = torch.mm(queries, key).view(batch_size, -1, dim)
         keys_transposed = visual_tokens.transpose(1, 2)
         attention_probs = torch.softmax(torch.bmm(folded_queries, keys_transposed), dim=-1)
         attended_tokens = torch.bmm(attention_probs, visual_tokens).view(-1, dim)
-        context = torch.mm(attended_tokens, value.t())
-        output = torch.addmm(proj_bias, context, proj_weight.t())
-        vis_input = torch.addmm(vis_bias, label_features, vis_weight.t())
+        context = torch.mm(attended_tokens, transposed["value"])
+        output = torch.addmm(proj_bias, context, transposed["proj"])
+        vis_input = torch.addmm(vis_bias, label_features, transposed["vis_project"])
         vis_features = F.gelu(vis_input)
         multimodal_input = vis_features * output
-        multimodal_logits = torch.addmm(mm_bias, multimodal_input, mm_weight.t())
+        multimodal_logits = torch.addmm(mm_bias, multimodal_input, transposed["project_mm"])
         multimodal_features = F.gelu(multimodal_logits)
         updated = label_features + multimodal_features
         gate_tensors = ()
         if gate_hidden is not None:
-            gate_activation = torch.relu(torch.mm(updated, gate_hidden.t()))
-            gate = torch.tanh(torch.mm(gate_activation, gate_output.t()))
+            gate_activation = torch.relu(torch.mm(updated, transposed["gate_hidden"]))
+            gate = torch.tanh(torch.mm(gate_activation, transposed["gate_output"]))
             gate_tensors = (updated, gate_activation, gate, gate_hidden, gate_output)
             updated = torch.addcmul(updated, gate, updated)
         saved = (
@@ -457,6 +463,7 @@ class HSVLTLabelUpdate(torch.autograd.Function):
             proj_weight,
             vis_weight,
             mm_weight,
+            transposed["key"],
             *gate_tensors,
         )
         return updated, multimodal_features, saved
@@ -483,6 +490,7 @@ class HSVLTLabelUpdate(torch.autograd.Function):
             proj_weight,
             vis_weight,
             mm_weight,
+            key_transposed,
             *gate_tensors,
         ) = ctx.saved_tensors
         batch_size, _, dim = visual_tokens.shape
@@ -510,7 +518,7 @@ class HSVLTLabelUpdate(torch.autograd.Function):
             torch.bmm(attention_probs.transpose(1, 2), grad_attended), grad_logits.transpose(1, 2), folded_queries
         )
         # the gradient of `t W_q^T` (that of the scaled queries times the scale); beta=0: the first argument is not read
-        grad_queries = torch.addmm(grad_folded, grad_folded, key.t(), beta=0, alpha=ctx.scale)
+        grad_queries = torch.addmm(grad_folded, grad_folded, key_transposed, beta=0, alpha=ctx.scale)
         grad_labels = torch.addmm(torch.addmm(grad_updated, grad_queries, query), grad_vis_input, vis_weight)
         # every weight gradient is A^T B; the biases of proj, vis_project and project_mm are the row sums of their A
         outer_grads = torch.stack(
@@ -525,6 +533,7 @@ class HSVLTLabelUpdate(torch.autograd.Function):
         return (
             grad_labels,
             grad_tokens,
+            None,
             None,
             *weight_grads[:4],
             bias_grads[3],
@@ -559,42 +568,37 @@ class HSVLTLayer(GradientCheckpointingLayer, ConvNextLayer):
         self.label_gate = HSVLTLabelResidualGate(dim) if label_gate else None
         self.transposed_weights: HSVLTTransposedWeights | None = None
 
-    def train(self, mode: bool = True):
-        """Entering training mode drops the transposed weights, as IVLA's products."""
-        if mode:
-            self.transposed_weights = None
-        return super().train(mode)
-
-    def _transposed_sources(self) -> dict[str, torch.Tensor]:
+    def _kept_transposed_weights(self) -> dict[str, torch.Tensor]:
+        """The block's [`HSVLTTransposedWeights`] views, recomputed if a weight got other storage."""
+        attention, gate = self.label_attention, self.label_gate
         sources = {
             "pwconv1": self.pwconv1.weight,
             "pwconv2": self.pwconv2.weight,
-            "project_mm": self.label_attention.project_mm.weight,
+            "query": attention.query.weight,
+            "key": attention.key.weight,
+            "value": attention.value.weight,
+            "proj": attention.proj.weight,
+            "vis_project": attention.vis_project.weight,
+            "project_mm": attention.project_mm.weight,
         }
-        if self.label_gate is not None:
-            sources.update(gate_hidden=self.label_gate.hidden.weight, gate_output=self.label_gate.output.weight)
-        return sources
-
-    def _current_transposed_weights(self) -> dict[str, torch.Tensor]:
-        """The kept transposed weights in eager inference, else the transposes computed now."""
-        sources = self._transposed_sources()
-        mode = _eager_inference_cache(self.training)
-        if mode != "cache":
-            return {name: source.t() for name, source in sources.items()}
-        kept = self.transposed_weights
-        if kept is None or not _unchanged(tuple(sources.values()), kept.sources, kept.versions):
-            self.transposed_weights = kept = HSVLTTransposedWeights.compute(sources)
-        return kept.weights
+        if gate is not None:
+            sources.update(gate_hidden=gate.hidden.weight, gate_output=gate.output.weight)
+        if self.transposed_weights is None or not self.transposed_weights.is_current(sources):
+            self.transposed_weights = HSVLTTransposedWeights.compute(sources)
+        return self.transposed_weights.weights
 
     def _drop_path_active(self) -> bool:
         return self.training and not isinstance(self.drop_path, nn.Identity)
 
-    def _visual_block(self, hidden_states: torch.Tensor, weights: dict[str, torch.Tensor]) -> torch.Tensor:
-        """`ConvNextLayer.forward` on the `(B, H, W, C)` map, operation for operation (the same values, bit for bit)."""
+    def _visual_block(
+        self, hidden_states: torch.Tensor, pwconv1_weight: torch.Tensor, pwconv2_weight: torch.Tensor
+    ) -> torch.Tensor:
+        """`ConvNextLayer.forward` on the `(B, H, W, C)` map, operation for operation (the same values, bit for bit),
+        with the pointwise layers' weights given transposed."""
         features = self.dwconv(hidden_states.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         features = self.layernorm(features).view(-1, hidden_states.shape[-1])
-        features = self.act(torch.addmm(self.pwconv1.bias, features, weights["pwconv1"]))
-        features = torch.addmm(self.pwconv2.bias, features, weights["pwconv2"]).view(hidden_states.shape)
+        features = self.act(torch.addmm(self.pwconv1.bias, features, pwconv1_weight))
+        features = torch.addmm(self.pwconv2.bias, features, pwconv2_weight).view(hidden_states.shape)
         if self.layer_scale_parameter is not None:
             features = self.layer_scale_parameter * features
         return hidden_states + self.drop_path(features)
@@ -627,18 +631,22 @@ class HSVLTLayer(GradientCheckpointingLayer, ConvNextLayer):
             the updated label features and the multi-modal features `(B*K, C)`, and the attention map
             `(B, heads, K, H*W)` or `None`.
         """
-        weights = self._current_transposed_weights()
-        hidden_states = self._visual_block(hidden_states, weights)
+        eager_inference = _eager_inference_cache(self.training) == "cache"
+        kept = self._kept_transposed_weights() if eager_inference else None
+        if eager_inference:
+            hidden_states = self._visual_block(hidden_states, kept["pwconv1"], kept["pwconv2"])
+        else:  # autograd, compilers and exporters see the weights themselves
+            hidden_states = self._visual_block(hidden_states, self.pwconv1.weight.t(), self.pwconv2.weight.t())
         batch_size, height, width, dim = hidden_states.shape
         visual_tokens = hidden_states.view(batch_size, height * width, dim)
-        attention = self.label_attention
+        attention, gate = self.label_attention, self.label_gate
         if self._fused_label_update(label_features.shape[0] // batch_size, height * width, dim, output_attentions):
-            gate = self.label_gate
             update = HSVLTLabelUpdate.apply if torch.is_grad_enabled() else HSVLTLabelUpdate.compute
             label_features, multimodal_features = update(
                 label_features,
                 visual_tokens,
                 attention.scale,
+                self._kept_transposed_weights(),
                 attention.query.weight,
                 attention.key.weight,
                 attention.value.weight,
@@ -653,16 +661,16 @@ class HSVLTLayer(GradientCheckpointingLayer, ConvNextLayer):
             )[:2]
             return hidden_states, label_features, multimodal_features, None
         multimodal_features, attention_probs = attention.forward_flat(
-            label_features, visual_tokens, output_attentions, weights["project_mm"]
+            label_features, visual_tokens, output_attentions, kept["project_mm"] if eager_inference else None
         )
         if self._drop_path_active():  # per image, as on the visual map
-            label_features = label_features + self.drop_path(multimodal_features.view(batch_size, -1, dim)).view(
-                -1, dim
-            )
+            dropped = self.drop_path(multimodal_features.view(batch_size, -1, dim))
+            label_features = label_features + dropped.view(-1, dim)
         else:
             label_features = label_features + multimodal_features
-        if self.label_gate is not None:
-            label_features = self.label_gate(label_features, weights["gate_hidden"], weights["gate_output"])
+        if gate is not None:
+            gate_weights = (kept["gate_hidden"], kept["gate_output"]) if eager_inference else ()
+            label_features = gate(label_features, *gate_weights)
         return hidden_states, label_features, multimodal_features, attention_probs
 
 
