@@ -6,10 +6,23 @@ import copy
 import pytest
 import torch
 from conftest import tiny_config
+from torch.utils._python_dispatch import TorchDispatchMode
+from transformers import ConvNextConfig, ConvNextForImageClassification
 
-from transformers_hsvlt import HSVLTForMultiLabelClassification
+from transformers_hsvlt import HSVLTConfig, HSVLTForMultiLabelClassification
 from transformers_hsvlt.modeling_hsvlt_encoder import HSVLTLayer, HSVLTVisualLinguisticAttention
 from transformers_hsvlt.multilabel_losses import multilabel_loss
+
+
+def count_cpu_flash_attention():
+    """`FlopCounterMode` counts SDPA's CUDA kernels but not the CPU one that eager inference with one head runs."""
+    from torch.utils import flop_counter
+
+    operation = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    if operation not in flop_counter.flop_registry:
+        flop_counter.register_flop_formula(operation)(
+            lambda query, key, value, *args, out_shape=None, **kwargs: flop_counter.sdpa_flop_count(query, key, value)
+        )
 
 
 def build_pair(**overrides):
@@ -91,21 +104,20 @@ def test_channels_last_gives_the_same_outputs_without_copying_tokens():
     with torch.no_grad():
         expected = model(pixel_values, output_hidden_states=True)
     model.to(memory_format=torch.channels_last)
-    blocks, tokens = [], []
+    blocks = []
     for layer in model.modules():
         if isinstance(layer, HSVLTLayer):
-            layer.register_forward_hook(lambda module, args, output: blocks.append(output[0]))
-            layer.label_attention.register_forward_pre_hook(lambda module, args: tokens.append(args[1]))
+            layer.register_forward_hook(lambda module, args, output: blocks.append((args[0], output[0])))
     with torch.no_grad():
         outputs = model(pixel_values.contiguous(memory_format=torch.channels_last), output_hidden_states=True)
     torch.testing.assert_close(outputs.logits, expected.logits, rtol=1e-5, atol=1e-6)
     for actual, reference in zip(outputs.hidden_states, expected.hidden_states, strict=True):
         torch.testing.assert_close(actual, reference, rtol=1e-5, atol=1e-5)
         assert actual.is_contiguous(memory_format=torch.channels_last)
-    assert len(tokens) == len(blocks) == sum(model.config.depths)
-    for block_output, visual_tokens in zip(blocks, tokens, strict=True):
-        assert visual_tokens.is_contiguous()  # (B, H*W, C) over the channels-last map: a view, not a copy
-        assert visual_tokens.data_ptr() == block_output.data_ptr()
+    assert len(blocks) == sum(model.config.depths)
+    for block_input, block_output in blocks:
+        # (B, H, W, C) maps, contiguous: the tokens (B, H*W, C) and the pointwise rows are views, not copies
+        assert block_input.is_contiguous() and block_output.is_contiguous()
 
 
 def test_bf16_autocast_forward_and_backward():
@@ -178,7 +190,7 @@ def test_inductor_compiles_one_block():
     compilation time to seconds."""
     torch.manual_seed(0)
     layer = HSVLTLayer(tiny_config(num_attention_heads=2), dim=16).eval()
-    hidden_states, label_features = torch.randn(2, 16, 8, 8), torch.randn(2, 5, 16)
+    hidden_states, label_features = torch.randn(2, 8, 8, 16), torch.randn(2 * 5, 16)
     compiled = torch.compile(layer, fullgraph=True)
     with torch.no_grad():
         expected = layer(hidden_states, label_features, True)
@@ -288,6 +300,8 @@ def test_weight_products_only_where_they_save_work(num_heads, used):
 def test_weight_products_save_label_side_work():
     """Counted multiply-adds: the products remove `2 * K * C^2` per block (query-key and value-proj products)."""
     from torch.utils.flop_counter import FlopCounterMode
+
+    count_cpu_flash_attention()
 
     torch.manual_seed(0)
     config = tiny_config(fold_label_attention=True)
@@ -422,3 +436,91 @@ def test_weight_products_under_autocast_keep_the_weights_dtype():
         cached_logits(model, pixel_values).double(), straightforward_logits(model, pixel_values), rtol=1e-5, atol=1e-5
     )
     assert not any("weight_products" in key for key in model.state_dict())
+
+
+def autograd_node_names(tensor):
+    """Names of every node of the autograd graph that produced `tensor`."""
+    names, pending, seen = [], [tensor.grad_fn], set()
+    while pending:
+        node = pending.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.append(type(node).__name__)
+        pending.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
+@pytest.mark.parametrize(
+    "overrides, fold",
+    [
+        ({}, True),
+        ({"depths": [2, 1], "hidden_sizes": [6, 12], "label_embedding_size": 7}, True),
+        ({}, None),  # the last stage's 4 tokens are fewer than the 5 labels: straightforward form there
+    ],
+)
+def test_fused_label_update_gives_the_straightforward_gradients(overrides, fold):
+    """With one head and the folded form, the label side of a block is one autograd node with a hand-written
+    backward: the loss and every parameter's gradient equal those of the authors' form (autograd through the modules)."""
+    fused, straightforward = build_pair(**overrides)
+    fused.config.fold_label_attention = fold
+    pixel_values = torch.rand(2, 3, 64, 64)
+    labels = torch.randint(0, 2, (2, fused.config.num_labels)).float()
+    fused_outputs, fused_gradients = loss_and_gradients(fused, pixel_values, labels)
+    expected_outputs, expected_gradients = loss_and_gradients(straightforward, pixel_values, labels)
+    node_names = autograd_node_names(fused_outputs.loss)
+    folded_blocks = sum(fused.config.depths) if fold else sum(fused.config.depths[:-1])
+    assert node_names.count("HSVLTLabelUpdateBackward") == folded_blocks
+    assert "HSVLTLabelUpdateBackward" not in autograd_node_names(expected_outputs.loss)
+    torch.testing.assert_close(fused_outputs.logits, expected_outputs.logits, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fused_outputs.loss, expected_outputs.loss, rtol=1e-5, atol=1e-6)
+    assert_same_gradients(fused_gradients, expected_gradients, rtol=1e-5, atol=1e-6)
+    assert len(fused_gradients) == len(list(fused.parameters()))
+
+
+class AtenOperationCounter(TorchDispatchMode):
+    """Counts every aten operation dispatched (views, transposes and autograd's own operations included)."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def operation_counts(model, pixel_values, labels):
+    """Aten operations of an eager inference forward (after a warm-up that computes the weight products) and of a
+    training step (forward and backward)."""
+    model.eval()
+    with torch.no_grad():
+        model(pixel_values)
+        with AtenOperationCounter() as inference:
+            model(pixel_values)
+    model.train()
+    with AtenOperationCounter() as training:
+        model(pixel_values, labels=labels).loss.backward()
+    return inference.count, training.count
+
+
+@pytest.mark.slow
+def test_hsvlt_s_issues_at_most_twice_convnext_s_operations():
+    """HSVLT-S and ConvNeXt-S at 224x224, batch 2, 80 labels. The counts are deterministic: HSVLT-S issues 1,090
+    operations per inference forward and 4,702 per training step, ConvNeXt-S 560 and 2,025."""
+    torch.manual_seed(0)
+    pixel_values, labels = torch.rand(2, 3, 224, 224), torch.randint(0, 2, (2, 80)).float()
+    hsvlt = HSVLTForMultiLabelClassification(HSVLTConfig(num_labels=80))
+    convnext = ConvNextForImageClassification(
+        ConvNextConfig(
+            depths=[3, 3, 27, 3],
+            hidden_sizes=[96, 192, 384, 768],
+            num_labels=80,
+            problem_type="multi_label_classification",
+        )
+    )
+    hsvlt_inference, hsvlt_training = operation_counts(hsvlt, pixel_values, labels)
+    convnext_inference, convnext_training = operation_counts(convnext, pixel_values, labels)
+    assert (convnext_inference, convnext_training) == (560, 2025)
+    assert hsvlt_inference <= 2 * convnext_inference
+    assert hsvlt_training <= 4_702

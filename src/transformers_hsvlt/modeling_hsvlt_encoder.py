@@ -105,6 +105,49 @@ class HSVLTWeightProducts:
         )
 
 
+def _eager_inference_cache(training: bool) -> str | None:
+    """How weight-derived tensors (products, transposes) may be kept: `"cache"` in eager inference (eval mode,
+    gradients disabled), `"graph"` when exporting a graph (computed from the weights as graph operations), `None`
+    otherwise (training, gradients enabled, `torch.compile`, tracing)."""
+    if training or torch.is_grad_enabled():
+        return None
+    if torch.compiler.is_exporting():
+        return "graph"
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return None
+    return "cache"
+
+
+@dataclass(frozen=True)
+class HSVLTTransposedWeights:
+    r"""
+    Transposed views `(in_features, out_features)` of a block's linear weights, kept so that each linear map is a
+    single `addmm`/`mm` of its `(rows, in_features)` input without a transpose operation per call: used in eager
+    inference and by the hand-written label update ([`HSVLTLabelUpdate`]), never where autograd must see the weights.
+
+    Views of the weights' storage (no memory, no copy): they follow in-place changes (optimizer steps, `copy_`,
+    `load_state_dict`) by themselves, and are recomputed when a weight gets other storage, dtype, device or shape
+    (`load_state_dict(assign=True)`, `.to()`, `param.data = ...`). Holding them keeps that storage alive, so no other
+    tensor can take its address.
+    """
+
+    weights: dict[str, torch.Tensor]
+
+    @classmethod
+    def compute(cls, sources: dict[str, torch.Tensor]) -> "HSVLTTransposedWeights":
+        return cls(weights={name: source.detach().t() for name, source in sources.items()})
+
+    def is_current(self, sources: dict[str, torch.Tensor]) -> bool:
+        """Whether every view still aliases its weight's storage, with its dtype, device and shape."""
+        return sources.keys() == self.weights.keys() and all(
+            view.data_ptr() == source.data_ptr()
+            and view.dtype == source.dtype
+            and view.device == source.device
+            and view.shape == source.shape[::-1]
+            for view, source in zip(self.weights.values(), sources.values())
+        )
+
+
 class HSVLTVisualLinguisticAttention(nn.Module):
     r"""
     Interactive Visual-Linguistic Attention (IVLA) of one block: the label features query the visual tokens.
@@ -176,12 +219,11 @@ class HSVLTVisualLinguisticAttention(nn.Module):
         (training mode, gradients enabled, `torch.compile` or tracing). When exporting a graph (`torch.export`,
         `torch.onnx.export(..., dynamo=True)` under `torch.no_grad()`), the products are graph operations on the
         weights alone, which ONNX Runtime folds into constants when it loads the model."""
-        if self.training or torch.is_grad_enabled():
+        mode = _eager_inference_cache(self.training)
+        if mode is None:
             return None
-        if torch.compiler.is_exporting():
+        if mode == "graph":
             return HSVLTWeightProducts.compute(self, cache=False)
-        if torch.compiler.is_compiling() or torch.jit.is_tracing():
-            return None
         if self.weight_products is None or not self.weight_products.is_current(self.product_sources()):
             self.weight_products = HSVLTWeightProducts.compute(self)
         return self.weight_products
@@ -226,22 +268,34 @@ class HSVLTVisualLinguisticAttention(nn.Module):
         return context.transpose(1, 2).reshape(batch_size, num_labels, dim), attention_probs
 
     def _forward_with_products(
-        self, label_features: torch.Tensor, visual_tokens: torch.Tensor, products: HSVLTWeightProducts
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The folded form with the cached weight products: returns `proj(context)` `(B, K, C)` and the attention map
-        `(B, heads, K, H*W)`."""
-        batch_size, num_labels, dim = label_features.shape
+        self,
+        label_features: torch.Tensor,
+        visual_tokens: torch.Tensor,
+        products: HSVLTWeightProducts,
+        output_attentions: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The folded form with the cached weight products, label features `(B*K, C)`: returns the input of
+        `project_mm` `(B*K, C)` and the attention map `(B, heads, K, H*W)` (`None` unless `output_attentions`). With one
+        head and no attention map, the attention is `scaled_dot_product_attention` (exact: one fused operation)."""
+        batch_size, _, dim = visual_tokens.shape
         heads = self.num_heads
-        label_input = torch.addmm(products.label_input_bias, label_features.reshape(-1, dim), products.label_input)
+        label_input = torch.addmm(products.label_input_bias, label_features, products.label_input)
         folded_queries, gate_input = label_input.split([heads * dim, dim], dim=-1)
-        folded_queries = folded_queries.view(batch_size, num_labels, heads, dim).transpose(1, 2)
-        attended_tokens, attention_probs = self._attend(
-            folded_queries.reshape(batch_size, heads * num_labels, dim), visual_tokens, visual_tokens
-        )  # (B, heads*K, C), (B, heads*K, H*W)
-        attended_tokens = attended_tokens.view(batch_size, heads, num_labels, dim).transpose(1, 2)
-        output = torch.addmm(self.proj.bias, attended_tokens.reshape(-1, heads * dim), products.attended_output)
-        multimodal_input = F.gelu(gate_input).mul_(output)
-        return multimodal_input.view(batch_size, num_labels, dim), attention_probs.unflatten(1, (heads, num_labels))
+        attention_probs = None
+        if heads == 1 and not output_attentions:
+            tokens = visual_tokens.unsqueeze(1)
+            queries = folded_queries.view(batch_size, 1, -1, dim)
+            attended_tokens = F.scaled_dot_product_attention(queries, tokens, tokens, scale=1.0).view(-1, dim)
+        else:
+            folded_queries = folded_queries.reshape(batch_size, -1, heads, dim).transpose(1, 2)
+            attended_tokens, attention_probs = self._attend(
+                folded_queries.reshape(batch_size, -1, dim), visual_tokens, visual_tokens
+            )  # (B, heads*K, C), (B, heads*K, H*W)
+            attended_tokens = attended_tokens.view(batch_size, heads, -1, dim).transpose(1, 2)
+            attended_tokens = attended_tokens.reshape(-1, heads * dim)
+            attention_probs = attention_probs.unflatten(1, (heads, -1))
+        output = torch.addmm(self.proj.bias, attended_tokens, products.attended_output)
+        return F.gelu(gate_input).mul_(output), attention_probs
 
     def _fold(self, num_labels: int, num_tokens: int, dim: int, with_products: bool) -> bool:
         """Whether to use the folded form: as configured, or (`fold_label_attention=None`) where it costs fewer
@@ -263,19 +317,39 @@ class HSVLTVisualLinguisticAttention(nn.Module):
         Returns:
             The multi-modal features `(B, K, C)` and, if `output_attentions`, the attention map `(B, heads, K, H*W)`.
         """
-        num_labels, num_tokens, dim = label_features.shape[1], visual_tokens.shape[1], label_features.shape[2]
+        multimodal_features, attention_probs = self.forward_flat(
+            label_features.reshape(-1, label_features.shape[-1]), visual_tokens, output_attentions
+        )
+        return multimodal_features.view(label_features.shape), attention_probs
+
+    def forward_flat(
+        self,
+        label_features: torch.Tensor,
+        visual_tokens: torch.Tensor,
+        output_attentions: bool = False,
+        multimodal_weight: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """[`~HSVLTVisualLinguisticAttention.forward`] on label features flattened to `(B*K, C)` (the layout the
+        blocks keep them in): returns `(B*K, C)` multi-modal features. `multimodal_weight` is `project_mm`'s weight
+        transposed, when the caller keeps it ([`HSVLTTransposedWeights`])."""
+        batch_size, num_tokens, dim = visual_tokens.shape
+        num_labels = label_features.shape[0] // batch_size
         fold_with_products = self._fold(num_labels, num_tokens, dim, with_products=True)
         products = self._current_weight_products() if fold_with_products else None
         if products is not None:
-            multimodal_input, attention_probs = self._forward_with_products(label_features, visual_tokens, products)
+            multimodal_input, attention_probs = self._forward_with_products(
+                label_features, visual_tokens, products, output_attentions
+            )
         else:
-            queries = self.query(label_features) * self.scale
+            queries = (self.query(label_features) * self.scale).view(batch_size, num_labels, dim)
             if self._fold(num_labels, num_tokens, dim, with_products=False):
                 context, attention_probs = self._attention_folded(queries, visual_tokens)
             else:
                 context, attention_probs = self._attention_straightforward(queries, visual_tokens)
-            multimodal_input = F.gelu(self.vis_project(label_features)) * self.proj(context)
-        multimodal_features = F.gelu(self.project_mm(multimodal_input))
+            multimodal_input = F.gelu(self.vis_project(label_features)) * self.proj(context.reshape(-1, dim))
+        if multimodal_weight is None:
+            multimodal_weight = self.project_mm.weight.t()
+        multimodal_features = F.gelu(torch.addmm(self.project_mm.bias, multimodal_input, multimodal_weight))
         return multimodal_features, attention_probs if output_attentions else None
 
 
@@ -287,23 +361,204 @@ class HSVLTLabelResidualGate(nn.Module):
         self.hidden = nn.Linear(dim, dim, bias=False)
         self.output = nn.Linear(dim, dim, bias=False)
 
-    def forward(self, label_features: torch.Tensor) -> torch.Tensor:
-        gate = torch.tanh(self.output(F.relu(self.hidden(label_features))))
+    def forward(
+        self,
+        label_features: torch.Tensor,
+        hidden_weight: torch.Tensor | None = None,
+        output_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """`label_features` `(rows, C)`; `hidden_weight`/`output_weight`: the transposed weights, when the caller keeps
+        them ([`HSVLTTransposedWeights`])."""
+        hidden_weight = self.hidden.weight.t() if hidden_weight is None else hidden_weight
+        output_weight = self.output.weight.t() if output_weight is None else output_weight
+        gate = torch.tanh(torch.mm(torch.relu(torch.mm(label_features, hidden_weight)), output_weight))
         return torch.addcmul(label_features, gate, label_features)
+
+
+class HSVLTLabelUpdate(torch.autograd.Function):
+    r"""
+    The label side of one block with one IVLA head, in the folded form, with a hand-written backward: IVLA, the
+    residual `t + m` and the label gate (if any) as one autograd node (the straightforward composition of
+    [`HSVLTVisualLinguisticAttention`], the residual and [`HSVLTLabelResidualGate`] gives the same values and
+    gradients to float rounding).
+
+    It saves only what the backward reads (the inputs, the scaled and folded queries, the attention map and the
+    activations of the per-label maps; not the logits before the softmax or the intermediate products autograd
+    would keep), and its backward gets the gradients of all the block's `C x C` label-side weights from one batched
+    product: every one of them is `A^T B` for two `(B*K, C)` matrices (`A`: the gradient of the map's output, `B`: its
+    input), so they are stacked and multiplied at once, and the three biases are the row sums of the same stack.
+
+    Inputs: label features `(B*K, C)`, visual tokens `(B, H*W, C)`, the attention scale, the block's
+    [`HSVLTTransposedWeights`] views (the forward reads the weights through them), then the weights `query`,
+    `key`, `value`, `proj` (weight, bias), `vis_project` (weight, bias), `project_mm` (weight, bias) and the gate's
+    `hidden`, `output` (both `None` for a block without gate). Outputs: the updated label features and the multi-modal
+    features, both `(B*K, C)`.
+    """
+
+    @staticmethod
+    def forward(ctx, *inputs):
+        updated, multimodal_features, saved = HSVLTLabelUpdate.compute(*inputs)
+        ctx.scale, ctx.has_gate = inputs[2], inputs[-1] is not None
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(*saved)
+        return updated, multimodal_features
+
+    @staticmethod
+    def compute(
+        label_features,
+        visual_tokens,
+        scale,
+        transposed,
+        query,
+        key,
+        value,
+        proj_weight,
+        proj_bias,
+        vis_weight,
+        vis_bias,
+        mm_weight,
+        mm_bias,
+        gate_hidden,
+        gate_output,
+    ):
+        """The forward without autograd: returns the two outputs and the tensors the backward reads. `transposed`:
+        the block's [`HSVLTTransposedWeights`] views."""
+        batch_size, _, dim = visual_tokens.shape
+        # scaled queries, `scale * t W_q^T` (beta=0: the bias argument only gives the shape and is not read)
+        queries = torch.addmm(vis_bias, label_features, transposed["query"], beta=0, alpha=scale)
+        folded_queries = torch.mm(queries, key).view(batch_size, -1, dim)
+        keys_transposed = visual_tokens.transpose(1, 2)
+        attention_probs = torch.softmax(torch.bmm(folded_queries, keys_transposed), dim=-1)
+        attended_tokens = torch.bmm(attention_probs, visual_tokens).view(-1, dim)
+        context = torch.mm(attended_tokens, transposed["value"])
+        output = torch.addmm(proj_bias, context, transposed["proj"])
+        vis_input = torch.addmm(vis_bias, label_features, transposed["vis_project"])
+        vis_features = F.gelu(vis_input)
+        multimodal_input = vis_features * output
+        multimodal_logits = torch.addmm(mm_bias, multimodal_input, transposed["project_mm"])
+        multimodal_features = F.gelu(multimodal_logits)
+        updated = label_features + multimodal_features
+        gate_tensors = ()
+        if gate_hidden is not None:
+            gate_activation = torch.relu(torch.mm(updated, transposed["gate_hidden"]))
+            gate = torch.tanh(torch.mm(gate_activation, transposed["gate_output"]))
+            gate_tensors = (updated, gate_activation, gate, gate_hidden, gate_output)
+            updated = torch.addcmul(updated, gate, updated)
+        saved = (
+            label_features,
+            visual_tokens,
+            queries,
+            folded_queries,
+            attention_probs,
+            attended_tokens,
+            context,
+            output,
+            vis_input,
+            vis_features,
+            multimodal_input,
+            multimodal_logits,
+            query,
+            key,
+            value,
+            proj_weight,
+            vis_weight,
+            mm_weight,
+            transposed["key"],
+            *gate_tensors,
+        )
+        return updated, multimodal_features, saved
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_updated, grad_multimodal):
+        (
+            label_features,
+            visual_tokens,
+            queries,
+            folded_queries,
+            attention_probs,
+            attended_tokens,
+            context,
+            output,
+            vis_input,
+            vis_features,
+            multimodal_input,
+            multimodal_logits,
+            query,
+            key,
+            value,
+            proj_weight,
+            vis_weight,
+            mm_weight,
+            key_transposed,
+            *gate_tensors,
+        ) = ctx.saved_tensors
+        batch_size, _, dim = visual_tokens.shape
+        if grad_updated is None:  # only the label features of the model's last block may reach no output
+            grad_updated = torch.zeros_like(label_features)
+        gate_grads, gate_inputs = [], []
+        if ctx.has_gate:
+            residual, gate_activation, gate, gate_hidden, gate_output = gate_tensors
+            grad_gate = torch.ops.aten.tanh_backward(grad_updated * residual, gate)
+            grad_activation = torch.ops.aten.threshold_backward(torch.mm(grad_gate, gate_output), gate_activation, 0)
+            grad_updated = torch.addmm(torch.addcmul(grad_updated, grad_updated, gate), grad_activation, gate_hidden)
+            gate_grads, gate_inputs = [grad_activation, grad_gate], [residual, gate_activation]
+        grad_multimodal = grad_updated if grad_multimodal is None else grad_updated + grad_multimodal
+        grad_multimodal_logits = torch.ops.aten.gelu_backward(grad_multimodal, multimodal_logits)
+        grad_multimodal_input = torch.mm(grad_multimodal_logits, mm_weight)
+        grad_vis_input = torch.ops.aten.gelu_backward(grad_multimodal_input * output, vis_input)
+        grad_output = grad_multimodal_input * vis_features
+        grad_context = torch.mm(grad_output, proj_weight)
+        grad_attended = torch.mm(grad_context, value).view(batch_size, -1, dim)
+        grad_logits = torch._softmax_backward_data(
+            torch.bmm(grad_attended, visual_tokens.transpose(1, 2)), attention_probs, -1, attention_probs.dtype
+        )
+        grad_folded = torch.bmm(grad_logits, visual_tokens).view(-1, dim)
+        grad_tokens = torch.baddbmm(
+            torch.bmm(attention_probs.transpose(1, 2), grad_attended), grad_logits.transpose(1, 2), folded_queries
+        )
+        # the gradient of `t W_q^T` (that of the scaled queries times the scale); beta=0: the first argument is not read
+        grad_queries = torch.addmm(grad_folded, grad_folded, key_transposed, beta=0, alpha=ctx.scale)
+        grad_labels = torch.addmm(torch.addmm(grad_updated, grad_queries, query), grad_vis_input, vis_weight)
+        # every weight gradient is A^T B; the biases of proj, vis_project and project_mm are the row sums of their A
+        outer_grads = torch.stack(
+            [grad_queries, queries, grad_context, grad_output, grad_vis_input, grad_multimodal_logits, *gate_grads]
+        )
+        inputs = torch.stack(
+            [label_features, grad_folded, attended_tokens, context, label_features, multimodal_input, *gate_inputs]
+        )
+        weight_grads = torch.bmm(outer_grads.transpose(1, 2), inputs).unbind(0)
+        bias_grads = outer_grads.sum(1).unbind(0)
+        gate_weight_grads = weight_grads[6:] if ctx.has_gate else (None, None)
+        return (
+            grad_labels,
+            grad_tokens,
+            None,
+            None,
+            *weight_grads[:4],
+            bias_grads[3],
+            weight_grads[4],
+            bias_grads[4],
+            weight_grads[5],
+            bias_grads[5],
+            *gate_weight_grads,
+        )
 
 
 class HSVLTLayer(GradientCheckpointingLayer, ConvNextLayer):
     """
-    One HSVLT block: transformers' ConvNeXt block on the visual map (`ConvNextLayer`: dwconv 7x7, LayerNorm, Linear
-    4x, GELU, Linear, layer scale, drop path, residual), then IVLA from the label features to the block's output
+    One HSVLT block: transformers' ConvNeXt block on the visual map (`ConvNextLayer`'s modules: dwconv 7x7, LayerNorm,
+    Linear 4x, GELU, Linear, layer scale, drop path, residual), then IVLA from the label features to the block's output
     tokens and the label update `t <- t + drop_path(m)`, `t <- t + gate(t) * t`. The visual map is not changed by IVLA.
     The last block of the model has no gate (`label_gate=False`): its gated label features would reach no output (the
     authors' model has one, never used; see `docs/hsvlt.md`).
 
-    Memory layout: the channels-first LayerNorms (stem, downsampling) return maps stored channels-last (NHWC), so from
-    the stem on the visual maps are channels-last in memory whatever the layout of the input, and the permutes to
-    `(B, H, W, C)` and the visual tokens `(B, H*W, C)` are views, not copies. `model.to(memory_format=torch.channels_last)`
-    with channels-last `pixel_values` also removes the copies before the stem LayerNorm and of the downsampling weights.
+    Layout: the visual map is kept as `(B, H, W, C)` (channels-last, contiguous), so that the tokens `(B, H*W, C)` and
+    the rows of the pointwise layers `(B*H*W, C)` are views, and the label features as `(B*K, C)` rows. Each linear
+    map is one `addmm`/`mm` on such rows. In eager inference the transposed weights are kept
+    ([`HSVLTTransposedWeights`]) with IVLA's products; with gradients, one head and the folded form, the label side is
+    one autograd node ([`HSVLTLabelUpdate`]). Either way the outputs equal the straightforward composition of the
+    modules (transformers' `ConvNextLayer.forward`, IVLA, residual, gate) to float rounding.
     """
 
     def __init__(self, config: HSVLTConfig, dim: int, drop_path: float = 0.0, label_gate: bool = True):
@@ -311,24 +566,111 @@ class HSVLTLayer(GradientCheckpointingLayer, ConvNextLayer):
         self.layernorm.eps = config.layer_norm_eps
         self.label_attention = HSVLTVisualLinguisticAttention(config, dim)
         self.label_gate = HSVLTLabelResidualGate(dim) if label_gate else None
+        self.transposed_weights: HSVLTTransposedWeights | None = None
+
+    def _kept_transposed_weights(self) -> dict[str, torch.Tensor]:
+        """The block's [`HSVLTTransposedWeights`] views, recomputed if a weight got other storage."""
+        attention, gate = self.label_attention, self.label_gate
+        sources = {
+            "pwconv1": self.pwconv1.weight,
+            "pwconv2": self.pwconv2.weight,
+            "query": attention.query.weight,
+            "key": attention.key.weight,
+            "value": attention.value.weight,
+            "proj": attention.proj.weight,
+            "vis_project": attention.vis_project.weight,
+            "project_mm": attention.project_mm.weight,
+        }
+        if gate is not None:
+            sources.update(gate_hidden=gate.hidden.weight, gate_output=gate.output.weight)
+        if self.transposed_weights is None or not self.transposed_weights.is_current(sources):
+            self.transposed_weights = HSVLTTransposedWeights.compute(sources)
+        return self.transposed_weights.weights
+
+    def _drop_path_active(self) -> bool:
+        return self.training and not isinstance(self.drop_path, nn.Identity)
+
+    def _visual_block(
+        self, hidden_states: torch.Tensor, pwconv1_weight: torch.Tensor, pwconv2_weight: torch.Tensor
+    ) -> torch.Tensor:
+        """`ConvNextLayer.forward` on the `(B, H, W, C)` map, operation for operation (the same values, bit for bit),
+        with the pointwise layers' weights given transposed."""
+        features = self.dwconv(hidden_states.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        features = self.layernorm(features).view(-1, hidden_states.shape[-1])
+        features = self.act(torch.addmm(self.pwconv1.bias, features, pwconv1_weight))
+        features = torch.addmm(self.pwconv2.bias, features, pwconv2_weight).view(hidden_states.shape)
+        if self.layer_scale_parameter is not None:
+            features = self.layer_scale_parameter * features
+        return hidden_states + self.drop_path(features)
+
+    def _fused_label_update(self, num_labels: int, num_tokens: int, dim: int, output_attentions: bool) -> bool:
+        """Whether the label side runs as [`HSVLTLabelUpdate`]: outside eager inference (whose weight products save
+        more), with one head and the folded form, in eager mode without attention maps, drop path or autocast. Also
+        without gradients in training mode, so that the forward of reentrant activation checkpointing (run without
+        gradients, then again with them) computes the same values both times."""
+        attention = self.label_attention
+        return (
+            _eager_inference_cache(self.training) is None
+            and attention.num_heads == 1
+            and attention._fold(num_labels, num_tokens, dim, with_products=False)
+            and not output_attentions
+            and not self._drop_path_active()
+            and not torch.is_autocast_enabled(self.pwconv1.weight.device.type)
+            and not (torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing())
+        )
 
     def forward(
         self, hidden_states: torch.Tensor, label_features: torch.Tensor, output_attentions: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """
         Args:
-            hidden_states: visual map `(B, C, H, W)`.
-            label_features: `(B, K, C)`.
+            hidden_states: visual map `(B, H, W, C)`, contiguous.
+            label_features: `(B*K, C)`.
         Returns:
-            `(hidden_states, label_features, multimodal_features, attention_probs)`: the new visual map `(B, C, H, W)`,
-            the updated label features and the multi-modal features `(B, K, C)`, and the attention map or `None`.
+            `(hidden_states, label_features, multimodal_features, attention_probs)`: the new visual map `(B, H, W, C)`,
+            the updated label features and the multi-modal features `(B*K, C)`, and the attention map
+            `(B, heads, K, H*W)` or `None`.
         """
-        hidden_states = ConvNextLayer.forward(self, hidden_states)
-        visual_tokens = hidden_states.permute(0, 2, 3, 1).flatten(1, 2)
-        multimodal_features, attention_probs = self.label_attention(label_features, visual_tokens, output_attentions)
-        label_features = label_features + self.drop_path(multimodal_features)
-        if self.label_gate is not None:
-            label_features = self.label_gate(label_features)
+        eager_inference = _eager_inference_cache(self.training) == "cache"
+        kept = self._kept_transposed_weights() if eager_inference else None
+        if eager_inference:
+            hidden_states = self._visual_block(hidden_states, kept["pwconv1"], kept["pwconv2"])
+        else:  # autograd, compilers and exporters see the weights themselves
+            hidden_states = self._visual_block(hidden_states, self.pwconv1.weight.t(), self.pwconv2.weight.t())
+        batch_size, height, width, dim = hidden_states.shape
+        visual_tokens = hidden_states.view(batch_size, height * width, dim)
+        attention, gate = self.label_attention, self.label_gate
+        if self._fused_label_update(label_features.shape[0] // batch_size, height * width, dim, output_attentions):
+            update = HSVLTLabelUpdate.apply if torch.is_grad_enabled() else HSVLTLabelUpdate.compute
+            label_features, multimodal_features = update(
+                label_features,
+                visual_tokens,
+                attention.scale,
+                self._kept_transposed_weights(),
+                attention.query.weight,
+                attention.key.weight,
+                attention.value.weight,
+                attention.proj.weight,
+                attention.proj.bias,
+                attention.vis_project.weight,
+                attention.vis_project.bias,
+                attention.project_mm.weight,
+                attention.project_mm.bias,
+                None if gate is None else gate.hidden.weight,
+                None if gate is None else gate.output.weight,
+            )[:2]
+            return hidden_states, label_features, multimodal_features, None
+        multimodal_features, attention_probs = attention.forward_flat(
+            label_features, visual_tokens, output_attentions, kept["project_mm"] if eager_inference else None
+        )
+        if self._drop_path_active():  # per image, as on the visual map
+            dropped = self.drop_path(multimodal_features.view(batch_size, -1, dim))
+            label_features = label_features + dropped.view(-1, dim)
+        else:
+            label_features = label_features + multimodal_features
+        if gate is not None:
+            gate_weights = (kept["gate_hidden"], kept["gate_output"]) if eager_inference else ()
+            label_features = gate(label_features, *gate_weights)
         return hidden_states, label_features, multimodal_features, attention_probs
 
 
@@ -363,9 +705,13 @@ class HSVLTStage(nn.Module):
         )
 
     def forward(self, hidden_states: torch.Tensor, label_features: torch.Tensor, output_attentions: bool = False):
-        """Returns `(hidden_states, label_features, multimodal_features of the last block, attention maps per block)`."""
-        for layer in self.downsampling_layer:
-            hidden_states = layer(hidden_states)
+        """Visual map `(B, H, W, C)` and label features `(B*K, C)` in the layouts of [`HSVLTLayer`]. Returns
+        `(hidden_states, label_features, multimodal_features of the last block, attention maps per block)`."""
+        if self.downsampling_layer:
+            hidden_states = hidden_states.permute(0, 3, 1, 2)
+            for layer in self.downsampling_layer:
+                hidden_states = layer(hidden_states)
+            hidden_states = hidden_states.permute(0, 2, 3, 1)
         label_features = self.label_projection(label_features)
         attentions = ()
         for layer in self.layers:
@@ -409,18 +755,25 @@ class HSVLTEncoder(nn.Module):
         output_attentions: bool = False,
         output_hidden_states: bool = False,
     ) -> HSVLTModelOutput:
+        """Visual map `(B, C, H, W)` (stored channels-last, as the stem's LayerNorm returns it) and label features
+        `(B, K, label_embedding_size)`; the stages run on the layouts of [`HSVLTLayer`]."""
+        batch_size, num_labels = label_features.shape[:2]
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
+        hidden_states = hidden_states.permute(0, 2, 3, 1)
+        label_features = label_features.reshape(batch_size * num_labels, -1)
         multimodal_features = ()
         for stage in self.stages:
             hidden_states, label_features, stage_multimodal, stage_attentions = stage(
                 hidden_states, label_features, output_attentions
             )
-            multimodal_features = multimodal_features + (stage_multimodal,)
+            multimodal_features = multimodal_features + (stage_multimodal.view(batch_size, num_labels, -1),)
             if output_hidden_states:
-                all_hidden_states = all_hidden_states + (hidden_states,)
+                all_hidden_states = all_hidden_states + (hidden_states.permute(0, 3, 1, 2),)
             if output_attentions:
                 all_attentions = all_attentions + stage_attentions
+        hidden_states = hidden_states.permute(0, 3, 1, 2)
+        label_features = label_features.view(batch_size, num_labels, -1)
         return HSVLTModelOutput(
             last_hidden_state=hidden_states,
             label_features=label_features,
