@@ -32,7 +32,7 @@ import torch
 from eval_throughput import decode_rate, jpeg_files
 
 from transformers_hsvlt import HSVLTConfig, HSVLTForMultiLabelClassification, HSVLTImageProcessor
-from transformers_hsvlt.architecture_hsvlt import PRESETS
+from transformers_hsvlt.hsvlt.architecture import PRESETS
 
 
 PREDICT = ["-m", "transformers_hsvlt.cli.predict"]

@@ -27,9 +27,9 @@ from transformers_hsvlt.cli import train as train_cli
 from transformers_hsvlt.data import DIGIT_CLASS_NAMES, build_digit_canvases
 from transformers_hsvlt.evaluation.thresholds import calibrate_thresholds, f1_threshold, global_threshold
 from transformers_hsvlt.hub import prepare_for_push
-from transformers_hsvlt.msrn import MSRNConfig
-from transformers_hsvlt.patchct import PatchCTConfig, PatchCTForMultiLabelClassification
-from transformers_hsvlt.pvlr import PVLRConfig
+from transformers_hsvlt import MSRNConfig
+from transformers_hsvlt import PatchCTConfig, PatchCTForMultiLabelClassification
+from transformers_hsvlt import PVLRConfig
 
 
 # ---- the strategies, by hand -------------------------------------------------------------------------------------
