@@ -1,5 +1,7 @@
-"""`hsvlt-calibrate MODEL --dataset NAME --calibration_split SPLIT [--strategy f1|precision|global]`: choose one
-decision threshold per label on a calibration split and write them into the checkpoint's config.
+"""`hsvlt-calibrate MODEL --calibration_split SPLIT`: one decision threshold per label, chosen on a split, saved.
+
+`hsvlt-calibrate MODEL --dataset NAME --calibration_split SPLIT [--strategy f1|precision|global]` chooses one decision
+threshold per label on a calibration split and writes them into the checkpoint's config.
 
 The thresholds (`label_thresholds`) and the split they came from (`label_thresholds_source`) are written into
 `MODEL/config.json` atomically (the whole checkpoint is staged, then moved into place; its other files are kept), and
