@@ -24,7 +24,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-from test_reliability_commands import DIGITS, TINY_RUN, file_bytes, refused, run
+from test_reliability_commands import DIGITS, TINY_RUN, file_bytes, msrn_checkpoint, refused, run  # noqa: F401
 
 from transformers_hsvlt import checkpoints, hub
 from transformers_hsvlt.checkpoints import load_checkpoint
@@ -312,6 +312,13 @@ def test_card_metrics_are_rounded_and_name_the_given_dataset(trained_run, tmp_pa
     values = [metric["value"] for entry in metadata["model-index"] for result in entry["results"]
               for metric in result["metrics"]]  # fmt: skip
     assert values and all(value == round(value, 2) for value in values)
+
+
+def test_fine_tuning_msrn_on_other_labels_is_a_one_line_refusal(msrn_checkpoint, tmp_path, capsys):  # noqa: F811
+    """MSRN's checkpoints cannot take other labels (their label graph is built from the training split)."""
+    arguments = ["--model", "msrn", "--model_name_or_path", msrn_checkpoint, "--output_dir", tmp_path / "run"]
+    refused("hsvlt-train", [*ONE_STEP, *arguments], capsys, msrn_checkpoint, "msrn checkpoint", "own 4 labels")
+    assert not (tmp_path / "run").exists()
 
 
 # ---- one-line errors: a full disk, arguments, label names ----------------------------------------------------------
