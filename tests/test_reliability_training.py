@@ -4,7 +4,8 @@ commands (`transformers_hsvlt.cli.<command>.main(argv)`), with the tiny runs of 
 Output directories given as `.`, relative or through a symlink, or on their own filesystem; overwriting that keeps the
 user's files; a degenerate evaluation split; two trainings into one directory; resuming another run's checkpoint by
 its path; arguments checked before anything is deleted; fine-tuning on labels in another order; a full disk; argument
-and config errors; `hsvlt-eval --dataset list` without a training list; the model card of local data.
+and config errors; `hsvlt-eval --dataset list` without a training list; the model card of local data. Tests marked
+slow train a tiny model or use the module's trained run.
 """
 
 import errno
@@ -23,7 +24,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-from test_reliability_commands import DIGITS, TINY_RUN, file_bytes, refused, run
+from test_reliability_commands import DIGITS, TINY_RUN, file_bytes, msrn_checkpoint, refused, run  # noqa: F401
 
 from transformers_hsvlt import checkpoints, hub
 from transformers_hsvlt.checkpoints import load_checkpoint
@@ -31,8 +32,6 @@ from transformers_hsvlt.cli import train as train_cli
 from transformers_hsvlt.training.lock import LOCK_NAME
 from transformers_hsvlt.training.resume import checkpoint_missing_files
 
-
-pytestmark = pytest.mark.slow  # most tests train a tiny model for a few seconds
 
 ONE_STEP = [*TINY_RUN, "--max_steps", "1"]
 
@@ -97,6 +96,7 @@ def card_metadata(checkpoint: Path) -> dict:
 # ---- 1. `.`, relative and symlinked output directories; overwriting keeps the user's files -------------------------
 
 
+@pytest.mark.slow
 def test_train_into_the_current_directory_keeps_the_users_files(trained_run, tmp_path, monkeypatch, capsys):
     work = tmp_path / "project"
     work.mkdir()
@@ -115,6 +115,7 @@ def test_train_into_the_current_directory_keeps_the_users_files(trained_run, tmp
     load_checkpoint(".", "cpu")
 
 
+@pytest.mark.slow
 def test_train_into_a_symlinked_and_a_relative_output_dir(tmp_path, monkeypatch, capsys):
     (tmp_path / "volume").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "volume")
@@ -154,6 +155,7 @@ def authors_checkpoint(workdir):
 # ---- 2. an output directory on its own filesystem ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_final_save_stages_in_the_output_directorys_own_filesystem(tmp_path, monkeypatch, capsys):
     """`mounted` is made a filesystem of its own: a rename between it and anything outside fails as across devices."""
     mounted = tmp_path / "mounted"
@@ -188,6 +190,7 @@ def test_an_evaluation_split_without_positive_labels_is_refused_before_training(
 # ---- 4. two trainings into one output directory --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_second_training_into_a_locked_output_dir_is_refused_and_a_dead_runs_lock_taken_over(
     trained_run, copy_of, capsys
 ):
@@ -211,6 +214,7 @@ def test_a_second_training_into_a_locked_output_dir_is_refused_and_a_dead_runs_l
     assert not lock.exists() and sorted(path.name for path in output_dir.glob("checkpoint-*")) == ["checkpoint-1"]
 
 
+@pytest.mark.slow
 def test_a_training_running_into_the_output_dir_refuses_a_second_and_a_crash_leaves_no_stuck_lock(tmp_path, capsys):
     """A real first training (a subprocess, paused once it has saved a checkpoint, then killed)."""
     output_dir = tmp_path / "run"
@@ -243,6 +247,7 @@ def test_a_training_running_into_the_output_dir_refuses_a_second_and_a_crash_lea
 # ---- 5. resuming from another run's checkpoint ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_resume_from_a_checkpoint_path_checks_the_checkpoints_own_run(trained_run, other_run, copy_of, capsys):
     output_dir = copy_of(trained_run)
     before = file_bytes(output_dir)
@@ -257,6 +262,7 @@ def test_resume_from_a_checkpoint_path_checks_the_checkpoints_own_run(trained_ru
 # ---- 6. every argument checked before anything is deleted; the source of fine-tuning is never deleted --------------
 
 
+@pytest.mark.slow
 def test_overwrite_deletes_nothing_when_an_argument_is_wrong(trained_run, copy_of, capsys):
     output_dir = copy_of(trained_run)
     before = file_bytes(output_dir)
@@ -273,6 +279,7 @@ def test_overwrite_deletes_nothing_when_an_argument_is_wrong(trained_run, copy_o
 # ---- 7. fine-tuning on labels in another order ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_fine_tuning_on_reordered_labels_keeps_every_trained_label_embedding(trained_run, tmp_path, capsys):
     names = [*reversed(DIGITS), "ten"]
     dataset = list_dataset(tmp_path / "data", names, [["nine", "ten"], ["zero"], ["five", "one"], ["ten"]])
@@ -295,6 +302,7 @@ def test_fine_tuning_on_reordered_labels_keeps_every_trained_label_embedding(tra
     assert "mAP" in (output_dir / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_card_metrics_are_rounded_and_name_the_given_dataset(trained_run, tmp_path, capsys):
     code, _, err = run("hsvlt-train", [*ONE_STEP, "--output_dir", tmp_path / "run", "--dataset_name", "my-digits"],
                        capsys)  # fmt: skip
@@ -306,9 +314,17 @@ def test_card_metrics_are_rounded_and_name_the_given_dataset(trained_run, tmp_pa
     assert values and all(value == round(value, 2) for value in values)
 
 
+def test_fine_tuning_msrn_on_other_labels_is_a_one_line_refusal(msrn_checkpoint, tmp_path, capsys):  # noqa: F811
+    """MSRN's checkpoints cannot take other labels (their label graph is built from the training split)."""
+    arguments = ["--model", "msrn", "--model_name_or_path", msrn_checkpoint, "--output_dir", tmp_path / "run"]
+    refused("hsvlt-train", [*ONE_STEP, *arguments], capsys, msrn_checkpoint, "msrn checkpoint", "own 4 labels")
+    assert not (tmp_path / "run").exists()
+
+
 # ---- one-line errors: a full disk, arguments, label names ----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_a_checkpoint_names_the_disk_and_the_space_needed(trained_run, copy_of, monkeypatch, capsys):
     output_dir = copy_of(trained_run)
     final_files = {name: data for name, data in file_bytes(output_dir).items() if "/" not in name}
@@ -358,12 +374,14 @@ def test_report_to_a_tracker_that_is_not_installed(tmp_path, capsys):
             "--report_to wandb", "pip install wandb")  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prog", ["hsvlt-predict", "hsvlt-eval"])
 def test_threads_beyond_the_machines_cpus_are_refused(prog, trained_run, capsys):
     refused(prog, [trained_run, "--threads", "100000", *(["x.png"] if prog == "hsvlt-predict" else [])], capsys,
             "--threads", "100000", f"from 1 to {os.cpu_count()}")  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["", " zero", "zero ", 5, None])
 def test_label_names_that_are_empty_padded_or_not_strings_are_refused(name, trained_run, copy_of, tmp_path, capsys):
     broken = copy_of(trained_run)
@@ -382,6 +400,7 @@ def test_label_names_that_are_empty_padded_or_not_strings_are_refused(name, trai
 # ---- also found: evaluating a list dataset needs no training list ---------------------------------------------------
 
 
+@pytest.mark.slow
 def test_eval_of_a_list_dataset_needs_no_training_list(trained_run, tmp_path, capsys):
     dataset = list_dataset(tmp_path / "data", DIGITS, [["one"], ["two", "three"], ["nine"]], train=False)
     code, out, err = run("hsvlt-eval", [trained_run, *dataset, "--quiet", "--num_workers", "0"], capsys)
@@ -389,6 +408,7 @@ def test_eval_of_a_list_dataset_needs_no_training_list(trained_run, tmp_path, ca
     assert "mAP" in out
 
 
+@pytest.mark.slow
 def test_checkpoints_write_stages_inside_the_output_dir(trained_run, tmp_path, monkeypatch):
     """The staging directory of `write_checkpoint` is inside the output directory (its own filesystem)."""
     staged = []
