@@ -1,5 +1,7 @@
 """`--threads`: one implementation (`transformers_hsvlt.threads.set_threads`) behind hsvlt-train, -eval and -predict."""
 
+import os
+
 import pytest
 import torch
 
@@ -28,7 +30,7 @@ def test_idle_cpus_is_between_one_and_the_cpu_count():
 
 @pytest.mark.parametrize("value", ["0", "-1", "two", ""])
 def test_bad_thread_counts_are_refused(value):
-    with pytest.raises(ValueError, match="--threads must be auto or a positive number"):
+    with pytest.raises(ValueError, match="--threads must be auto or a number from 1 to"):
         threads.set_threads(value)
 
 
@@ -57,5 +59,6 @@ def test_hsvlt_train_refuses_bad_threads_in_one_line(capsys):
     assert train.main(["--threads", "many"]) == 2
     assert (
         capsys.readouterr().err.strip()
-        == "hsvlt-train: error: --threads must be auto or a positive number, got 'many'."
+        == f"hsvlt-train: error: --threads must be auto or a number from 1 to {os.cpu_count()} (this machine's CPUs), "
+        "got 'many'."
     )

@@ -19,7 +19,16 @@ from huggingface_hub.errors import StrictDataclassError
 from PIL import Image
 from transformers import pipeline
 
-from transformers_hsvlt import HSVLTConfig, HSVLTForMultiLabelClassification, HSVLTImageProcessor, checkpoints
+from transformers_hsvlt import (
+    HSVLTConfig,
+    HSVLTForMultiLabelClassification,
+    HSVLTImageProcessor,
+    MSRNConfig,
+    PatchCTConfig,
+    PatchCTForMultiLabelClassification,
+    PVLRConfig,
+    checkpoints,
+)
 from transformers_hsvlt.cli import calibrate as calibrate_cli
 from transformers_hsvlt.cli import evaluate as eval_cli
 from transformers_hsvlt.cli import predict as predict_cli
@@ -27,9 +36,6 @@ from transformers_hsvlt.cli import train as train_cli
 from transformers_hsvlt.data import DIGIT_CLASS_NAMES, build_digit_canvases
 from transformers_hsvlt.evaluation.thresholds import calibrate_thresholds, f1_threshold, global_threshold
 from transformers_hsvlt.hub import prepare_for_push
-from transformers_hsvlt import MSRNConfig
-from transformers_hsvlt import PatchCTConfig, PatchCTForMultiLabelClassification
-from transformers_hsvlt import PVLRConfig
 
 
 # ---- the strategies, by hand -------------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 from .data.label_files import iter_lines
 from .data.records import resolve_path
+from .image_processing_hsvlt import calibrated_thresholds, decision_thresholds
 from .images import ImageLoadError, load_dataset_image, load_image
 
 
@@ -109,13 +110,11 @@ class CollectionArguments:
 # ---- decisions ------------------------------------------------------------------------------------------------------
 
 
-def decision_thresholds(config, threshold: float) -> np.ndarray:
-    """The threshold of every label: the checkpoint's calibrated `config.label_thresholds` (one per label) when it
-    has them, else the global `threshold` for all."""
-    calibrated = getattr(config, "label_thresholds", None)
-    if calibrated is not None:
-        return np.asarray(calibrated, dtype=np.float64)
-    return np.full(config.num_labels, threshold, dtype=np.float64)
+def label_thresholds(config, threshold: float | str) -> np.ndarray:
+    """The threshold of every label: `threshold` as `post_process_multi_label` takes it (`"auto"`: the checkpoint's
+    calibrated `config.label_thresholds` when it has them, else 0.5; a number: that for every label)."""
+    names = [config.id2label[index] for index in range(config.num_labels)]
+    return decision_thresholds(threshold, names, calibrated_thresholds(config))
 
 
 def labels_above_threshold(scores: np.ndarray, thresholds: np.ndarray, top_k: int | None = None) -> list[int]:
@@ -546,7 +545,7 @@ def _own_count(pending: int, batch_size: int, processes: Processes) -> int:
 # ---- the run --------------------------------------------------------------------------------------------------------
 
 
-def run_record(args: CollectionArguments, config, threshold: float, top_k: int | None) -> dict:
+def run_record(args: CollectionArguments, config, threshold: float | str, top_k: int | None) -> dict:
     """What decides the rows of an output: the model and its labels, the decision rule and the collection."""
     return {
         "model": config.name_or_path,
@@ -611,7 +610,7 @@ def tag_collection(
     args: CollectionArguments,
     processes: Processes,
     *,
-    threshold: float,
+    threshold: float | str,
     top_k: int | None,
     batch_size: int,
     show_progress: bool = True,
@@ -626,7 +625,7 @@ def tag_collection(
     previous_output = os.path.exists(files.output)
     done = written_keys(files, collection.key_column, previous_output)
     processes.barrier()  # every process has read the same rows before any writes
-    thresholds = decision_thresholds(model.config, threshold)
+    thresholds = label_thresholds(model.config, threshold)
     names = [model.config.id2label[index] for index in range(model.config.num_labels)]
     loader = DataLoader(
         PendingBatches(collection, done, batch_size, processes, processor),

@@ -224,7 +224,7 @@ def tag_collection_command(model_name: str, args: PredictArguments, collection: 
             processor,
             collection,
             processes,
-            threshold=args.threshold,
+            threshold="auto" if args.threshold is None else args.threshold,
             top_k=args.top_k,
             batch_size=args.batch_size,
         )

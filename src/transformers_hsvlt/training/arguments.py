@@ -210,7 +210,6 @@ def parse_train_arguments(
         model_args.backbone = preset.backbone
     elif model_args.backbone is not None and model_args.backbone.lower() == "none":
         model_args.backbone = None
-    check_model_arguments(model_args)
     if data_args.dataset == "list" and not data_args.train_list:
         raise ValueError("--dataset list needs --train_list to train (the training split's list file).")
     check_training_arguments(training_args)
@@ -251,24 +250,6 @@ def use_steps_for_a_stream(training_args: TrainingArguments) -> None:
         training_args.eval_strategy = training_args.logging_strategy = IntervalStrategy.STEPS
         training_args.save_strategy = SaveStrategy.STEPS
         training_args.eval_steps = training_args.save_steps = training_args.logging_steps = steps
-
-
-def check_model_arguments(model_args: ModelArguments) -> None:
-    """Refuse schedule values that cannot mean anything: a negative or infinite warm-up, a plateau factor outside
-    (0, 1] (it would raise the learning rate), a patience below its minimum."""
-    if not (model_args.warmup_epochs >= 0 and math.isfinite(model_args.warmup_epochs)):
-        raise ValueError(f"--warmup_epochs must be 0 or more, got {model_args.warmup_epochs}.")
-    if not 0 < model_args.plateau_factor <= 1:
-        raise ValueError(
-            f"--plateau_factor multiplies the learning rate when mAP stops improving: it must be in (0, 1], got "
-            f"{model_args.plateau_factor}."
-        )
-    if model_args.plateau_patience < 1:
-        raise ValueError(f"--plateau_patience must be at least 1, got {model_args.plateau_patience}.")
-    if model_args.early_stopping_patience < 0:
-        raise ValueError(
-            f"--early_stopping_patience must be 0 (never stop) or more, got {model_args.early_stopping_patience}."
-        )
 
 
 def check_training_arguments(training_args: TrainingArguments) -> None:

@@ -8,6 +8,7 @@ from the command line by the flag of the same name (`--lr_schedule multistep --l
 `--lr_multipliers 'msrn.backbone.=0.1,msrn.level_buffers.=0.1'`).
 """
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
@@ -42,7 +43,7 @@ class Recipe:
 
     def __post_init__(self):
         for name, valid, expected in (
-            ("warmup_epochs", self.warmup_epochs >= 0, ">= 0"),
+            ("warmup_epochs", 0 <= self.warmup_epochs < math.inf, "a finite number >= 0"),
             ("plateau_factor", 0 < self.plateau_factor <= 1, "in (0, 1]"),
             ("plateau_patience", self.plateau_patience >= 1, ">= 1"),
             ("lr_milestones", all(epoch > 0 for epoch in self.lr_milestones), "positive epochs"),
