@@ -193,6 +193,11 @@ def test_resuming_a_finished_output_tags_only_the_new_images(checkpoint, tmp_pat
         (["--input", "{folder}", "--output", "tags.csv"], "--output must end with .jsonl or .parquet"),
         (["--input", "{folder}", "--output", "t.jsonl", "--resume", "--overwrite_output_dir"], "exclude each other"),
         (["image.jpg", "--input", "{folder}", "--output", "t.jsonl"], "drop the IMAGE arguments"),
+        (["--input", "{folder}", "--output", "t.jsonl", "image.jpg"], "drop the IMAGE arguments"),
+        (
+            ["--input", "{folder}", "--output", "t.jsonl", "--unknown", "x"],
+            "not used by the HfArgumentParser: ['--unknown']",
+        ),
         (["image.jpg", "--output", "t.jsonl"], "--output needs --input"),
         ([], "give IMAGE arguments, or --input"),
         (["--input", "{empty}", "--output", "t.jsonl"], "no image file"),
@@ -311,3 +316,12 @@ def test_two_processes_write_the_output_of_one(checkpoint, folder, tmp_path):
     for name in ("tags.jsonl", "tags.jsonl.errors.jsonl"):
         assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
     assert len(_rows(tmp_path / "two" / "tags.jsonl")) == len(paths)
+
+
+def test_image_arguments_may_still_follow_options(checkpoint, folder, capsys):
+    """IMAGE is optional since `--input` needs none: images after options are still predicted (and printed)."""
+    paths = folder[1]
+    code = predict_cli.main([str(checkpoint), "--threshold", "0", paths[0], "--top_k", "1", paths[1], "--json"])
+    printed = json.loads(capsys.readouterr().out)
+    assert code == 0 and [entry["image"] for entry in printed] == paths[:2]
+    assert all(len(entry["predictions"]) == 1 for entry in printed)

@@ -101,6 +101,17 @@ def build_parser() -> HfArgumentParser:
     return parser
 
 
+def parse_arguments(argv: list[str] | None):
+    """The parsed arguments; IMAGE arguments may also follow options (`MODEL --threshold 0.3 a.jpg`): argparse leaves
+    them aside since IMAGE is optional (`--input` needs none)."""
+    *parsed, extra, remaining = build_parser().parse_args_into_dataclasses(argv, return_remaining_strings=True)
+    unknown = [argument for argument in remaining if argument.startswith("-")]
+    if unknown:
+        raise ValueError(f"Some specified arguments are not used by the HfArgumentParser: {unknown}")
+    extra.images += remaining
+    return (*parsed, extra)
+
+
 def expand_image_arguments(arguments: list[str]) -> tuple[list[str], list[str]]:
     """Expand globs in image arguments (URLs are kept). Returns `(sources, errors)`; a glob that matches nothing is an
     error naming it."""
@@ -151,7 +162,7 @@ def label_names_argument(text: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     def command() -> int:
-        args, collection, runtime, extra = build_parser().parse_args_into_dataclasses(argv)
+        args, collection, runtime, extra = parse_arguments(argv)
         check_images_or_collection(extra.images, args, collection)
         set_threads(runtime.threads)
         resolve_device(args.device)
