@@ -21,7 +21,8 @@ def _restore_threads():
 @pytest.mark.parametrize("idle, processes, expected", [(2, 1, 2), (1, 1, 1), (4, 2, 2), (1, 2, 1)])
 def test_auto_takes_the_idle_cpus_shared_by_the_processes(monkeypatch, idle, processes, expected):
     monkeypatch.setattr(threads, "idle_cpus", lambda: idle)
-    assert threads.set_threads("auto", processes) == expected == torch.get_num_threads()
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(processes))
+    assert threads.set_threads("auto") == expected == torch.get_num_threads()
 
 
 def test_idle_cpus_is_between_one_and_the_cpu_count():

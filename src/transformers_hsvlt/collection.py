@@ -304,11 +304,6 @@ class Processes:
             return f"cuda:{self.local_rank}"
         return requested
 
-    def share_threads(self) -> None:
-        """Divide this process's intra-op threads (`--threads auto`: the machine's idle CPUs) among the processes of
-        this machine."""
-        torch.set_num_threads(max(1, torch.get_num_threads() // self.local_world_size))
-
     def barrier(self) -> None:
         if self.world_size > 1:
             dist.barrier()

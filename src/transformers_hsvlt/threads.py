@@ -35,13 +35,13 @@ def idle_cpus(sample_seconds: float = 0.5) -> int:
     return max(1, round(idle_share * (os.cpu_count() or 1)))
 
 
-def set_threads(threads: str, processes: int = 1) -> int:
-    """`torch.set_num_threads` from `--threads`: `auto` (the idle CPUs shared by the `processes` of this machine, at
-    least 1 each; see `idle_cpus`) or a number from 1 to the number of CPUs (more threads than CPUs only wait for each
-    other)."""
+def set_threads(threads: str) -> int:
+    """`torch.set_num_threads` from `--threads`: `auto` (the idle CPUs shared by the processes launched together on
+    this machine, `LOCAL_WORLD_SIZE` of `accelerate launch`/`torchrun`, at least 1 each; see `idle_cpus`) or a number
+    from 1 to the number of CPUs (more threads than CPUs only wait for each other)."""
     cpus = os.cpu_count() or 1
     if threads == "auto":
-        count = max(1, idle_cpus() // processes)
+        count = max(1, idle_cpus() // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
     elif threads.isdigit() and 0 < int(threads) <= cpus:
         count = int(threads)
     else:

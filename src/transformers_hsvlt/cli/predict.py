@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             check_empty_directory(args.heatmaps, collection.overwrite_output_dir, flag="--heatmaps")
         check_against_checkpoint(extra.model, args)
         if collection.input is not None:
-            return tag_collection_command(extra.model, args, collection, runtime)
+            return tag_collection_command(extra.model, args, collection)
         model, processor = load_checkpoint(extra.model, args.device)
         if args.labels is not None:
             model.set_class_names(label_names_argument(args.labels), model.class_name_tokenizer)
@@ -220,13 +220,11 @@ def check_images_or_collection(images: list[str], args: PredictArguments, collec
         raise ValueError("--output needs --input DIR_OR_LIST_OR_DATASET.")
 
 
-def tag_collection_command(model_name: str, args: PredictArguments, collection: CollectionArguments, runtime) -> int:
+def tag_collection_command(model_name: str, args: PredictArguments, collection: CollectionArguments) -> int:
     """`--input ... --output ...`: tag the collection, each process of a launch on its share; exit 1 when some images
     were unreadable (listed in the errors file)."""
     processes = Processes.from_environment()
     try:
-        if runtime.threads == "auto":
-            processes.share_threads()
         model, processor = load_checkpoint(model_name, processes.device(args.device))
         if args.labels is not None:
             model.set_class_names(label_names_argument(args.labels), model.class_name_tokenizer)

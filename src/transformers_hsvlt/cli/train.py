@@ -6,7 +6,6 @@ another member of the family with its authors' recipe. `hsvlt-train --help` list
 `TrainingArguments` (bf16/fp16, gradient accumulation, resume, push to Hub, ...).
 """
 
-import os
 import sys
 
 from tqdm.auto import tqdm
@@ -23,7 +22,7 @@ PROG = "hsvlt-train"
 def main(argv: list[str] | None = None) -> int:
     def command() -> int:
         model_args, data_args, output_args, training_args = parse_train_arguments(argv)
-        set_threads(output_args.threads, processes=int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+        set_threads(output_args.threads)
         try:
             train(model_args, data_args, output_args, training_args)
         except KeyboardInterrupt:
