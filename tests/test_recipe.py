@@ -87,6 +87,7 @@ def test_lr_multipliers_go_through_the_optimizer_factory(optim, optimizer_class,
     assert (decays[id(model.head.weight)], decays[id(model.head.bias)]) == (0.01, 0.0)
 
 
+@pytest.mark.slow
 def test_the_run_records_the_resolved_recipe(tmp_path):
     output = tmp_path / "run"
     arguments = ["--model", "msrn", "--digits_train_size", "16", "--digits_test_size", "8", "--max_steps", "1"]
