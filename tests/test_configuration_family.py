@@ -7,10 +7,11 @@ import pytest
 from toy_architecture import TOY
 
 from transformers_hsvlt.configuration_family import FamilyConfigMixin
-from transformers_hsvlt.registry import architecture_names, get_architecture
+from transformers_hsvlt.registry import architecture_names, get_architecture, register
 
 
-ENTRIES = [get_architecture(name) for name in architecture_names()[:4]] + [TOY]  # the built-in ones come first
+register(TOY)
+ENTRIES = [get_architecture(name) for name in architecture_names()]  # at collection: the built-in ones and the toy
 TINY_CONFIGS = {entry.config_class: entry.presets[entry.small_preset].config for entry in ENTRIES}
 CONFIG_CLASSES = list(TINY_CONFIGS)
 SHARED_FIELDS = ("image_size", "multilabel_loss", "asl_gamma_negative", "asl_gamma_positive", "asl_clip")
