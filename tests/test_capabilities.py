@@ -23,7 +23,7 @@ from transformers_hsvlt.visualization import METHODS
 pytestmark = pytest.mark.slow
 
 register(TOY)
-NAMES = [*dict.fromkeys([*architecture_names()[:4], TOY.name])]
+NAMES = architecture_names()  # at collection: the built-in architectures and the toy
 DIGITS = ["--digits_train_size", "16", "--digits_test_size", "8", "--quiet"]
 
 

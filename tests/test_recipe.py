@@ -1,11 +1,14 @@
 """The recipe resolved once (`training.recipe`): preset values, every field overridable by its flag, and the
 learning-rate multipliers given to `Trainer`'s own optimizer factory, so that `--optim` keeps working."""
 
+import json
+
 import pytest
 import torch
 from transformers import Trainer, TrainingArguments
 from transformers.optimization import Adafactor
 
+from transformers_hsvlt.cli import train as train_cli
 from transformers_hsvlt.registry import get_architecture
 from transformers_hsvlt.training import parse_train_arguments
 from transformers_hsvlt.training.recipe import RECIPE_FIELDS, Recipe, resolve_recipe
@@ -82,3 +85,14 @@ def test_lr_multipliers_go_through_the_optimizer_factory(optim, optimizer_class,
         id(model.head.bias): pytest.approx(0.1),
     }
     assert (decays[id(model.head.weight)], decays[id(model.head.bias)]) == (0.01, 0.0)
+
+
+@pytest.mark.slow
+def test_the_run_records_the_resolved_recipe(tmp_path):
+    output = tmp_path / "run"
+    arguments = ["--model", "msrn", "--digits_train_size", "16", "--digits_test_size", "8", "--max_steps", "1"]
+    arguments += ["--lr_milestones", "5,9", "--output_dir", str(output), "--quiet"]
+    assert train_cli.main(arguments) == 0
+    recipe = json.loads((output / "run_record.json").read_text())["recipe"]
+    assert (recipe["lr_schedule"], recipe["lr_milestones"], recipe["lr_multipliers"]) == ("multistep", [5, 9], {})
+    assert "| lr_milestones | [5, 9] |" in (output / "README.md").read_text()

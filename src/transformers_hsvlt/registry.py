@@ -131,7 +131,8 @@ class Architecture:
             feature map per stage from the classifier's outputs with `output_hidden_states=True` (for Grad-CAM).
         heatmap_methods: The heatmap methods it supports (see `visualization.gradcam`); `None` (default): every method
             its maps allow, `attention` with `attention_maps` and the gradient methods with `feature_maps`. Declare
-            fewer when the logits' gradients do not reach a feature map (e.g. patch tokens the logits never read).
+            fewer when the logits' gradients cannot reach a feature map (e.g. one reshaped from the hidden states
+            after the forward, as PatchCT's and PVLR's patch-token maps: only `gradxinput` runs over them).
         heatmap_stages: Number of stages `attention_maps` and `feature_maps` give.
         describe: `describe(config) -> [(property, value)]`, the rows of the model card's architecture table.
         paper: Card and README facts.

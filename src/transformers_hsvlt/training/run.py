@@ -115,7 +115,7 @@ def train(
     check_distributed_launch(training_args)
     architecture = get_architecture(model_args.model)
     recipe = resolve_recipe(architecture, model_args)
-    record = run_record(model_args, data_args, training_args)
+    record = {**run_record(model_args, data_args, training_args), "recipe": recipe.to_dict()}
     resume_checkpoint = resolve_resume_checkpoint(training_args)
     if not (model_args.model_name_or_path or model_args.backbone):  # bad config values before any work
         architecture.config_class(**config_values_for(architecture, model_args))
