@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.activations import GELUActivation
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.models.convnext.modeling_convnext import ConvNextLayer, ConvNextLayerNorm
 from transformers.utils import ModelOutput
@@ -545,6 +546,111 @@ class HSVLTLabelUpdate(torch.autograd.Function):
         )
 
 
+class HSVLTVisualUpdate(torch.autograd.Function):
+    r"""
+    The ConvNeXt block of an HSVLT block on the `(B, H, W, C)` map (dwconv 7x7, LayerNorm, Linear 4x, GELU, Linear,
+    layer scale, residual), with a hand-written backward: the same operations as `ConvNextLayer.forward` (so the same
+    values, bit for bit) as one autograd node, whose backward calls the LayerNorm's and the convolution's own backward
+    operations and computes each weight gradient with one product.
+
+    Inputs: the map, the LayerNorm epsilon, the block's [`HSVLTTransposedWeights`] views, then `dwconv` (weight, bias),
+    `layernorm` (weight, bias), `pwconv1` (weight, bias), `pwconv2` (weight, bias) and the layer scale.
+    """
+
+    @staticmethod
+    def forward(ctx, *inputs):
+        output, saved = HSVLTVisualUpdate.compute(*inputs)
+        ctx.eps = inputs[1]
+        ctx.save_for_backward(*saved)
+        return output
+
+    @staticmethod
+    def compute(
+        hidden_states,
+        eps,
+        transposed,
+        dwconv_weight,
+        dwconv_bias,
+        norm_weight,
+        norm_bias,
+        pwconv1_weight,
+        pwconv1_bias,
+        pwconv2_weight,
+        pwconv2_bias,
+        layer_scale,
+    ):
+        """The forward without autograd: returns the new map and the tensors the backward reads."""
+        dim = hidden_states.shape[-1]
+        convolved = F.conv2d(hidden_states.permute(0, 3, 1, 2), dwconv_weight, dwconv_bias, padding=3, groups=dim)
+        convolved = convolved.permute(0, 2, 3, 1)
+        normalized, mean, rstd = torch.native_layer_norm(convolved, (dim,), norm_weight, norm_bias, eps)
+        normalized = normalized.view(-1, dim)
+        expanded = torch.addmm(pwconv1_bias, normalized, transposed["pwconv1"])
+        activated = F.gelu(expanded)
+        features = torch.addmm(pwconv2_bias, activated, transposed["pwconv2"]).view(hidden_states.shape)
+        output = hidden_states + layer_scale * features
+        saved = (hidden_states, convolved, mean, rstd, normalized, expanded, activated, features)
+        return output, saved + (dwconv_weight, norm_weight, norm_bias, pwconv1_weight, pwconv2_weight, layer_scale)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output):
+        (
+            hidden_states,
+            convolved,
+            mean,
+            rstd,
+            normalized,
+            expanded,
+            activated,
+            features,
+            dwconv_weight,
+            norm_weight,
+            norm_bias,
+            pwconv1_weight,
+            pwconv2_weight,
+            layer_scale,
+        ) = ctx.saved_tensors
+        dim = hidden_states.shape[-1]
+        grad_rows = grad_output.reshape(-1, dim)
+        grad_features = grad_rows * layer_scale
+        grad_layer_scale = (grad_rows * features.view(-1, dim)).sum(0)
+        grad_expanded = torch.ops.aten.gelu_backward(torch.mm(grad_features, pwconv2_weight), expanded)
+        grad_pwconv2 = torch.mm(grad_features.t(), activated)
+        grad_pwconv1 = torch.mm(grad_expanded.t(), normalized)
+        grad_normalized = torch.mm(grad_expanded, pwconv1_weight).view(convolved.shape)
+        grad_convolved, grad_norm_weight, grad_norm_bias = torch.ops.aten.native_layer_norm_backward(
+            grad_normalized, convolved, (dim,), mean, rstd, norm_weight, norm_bias, [True, True, True]
+        )
+        grad_input, grad_dwconv_weight, grad_dwconv_bias = torch.ops.aten.convolution_backward(
+            grad_convolved.permute(0, 3, 1, 2),
+            hidden_states.permute(0, 3, 1, 2),
+            dwconv_weight,
+            [dim],
+            [1, 1],
+            [3, 3],
+            [1, 1],
+            False,
+            [0, 0],
+            dim,
+            [True, True, True],
+        )
+        return (
+            grad_output + grad_input.permute(0, 2, 3, 1),
+            None,
+            None,
+            grad_dwconv_weight,
+            grad_dwconv_bias,
+            grad_norm_weight,
+            grad_norm_bias,
+            grad_pwconv1,
+            grad_expanded.sum(0),
+            grad_pwconv2,
+            grad_features.sum(0),
+            grad_layer_scale,
+        )
+
+
 class HSVLTLayer(GradientCheckpointingLayer, ConvNextLayer):
     """
     One HSVLT block: transformers' ConvNeXt block on the visual map (`ConvNextLayer`'s modules: dwconv 7x7, LayerNorm,
@@ -603,20 +709,36 @@ class HSVLTLayer(GradientCheckpointingLayer, ConvNextLayer):
             features = self.layer_scale_parameter * features
         return hidden_states + self.drop_path(features)
 
-    def _fused_label_update(self, num_labels: int, num_tokens: int, dim: int, output_attentions: bool) -> bool:
-        """Whether the label side runs as [`HSVLTLabelUpdate`]: outside eager inference (whose weight products save
-        more), with one head and the folded form, in eager mode without attention maps, drop path or autocast. Also
-        without gradients in training mode, so that the forward of reentrant activation checkpointing (run without
-        gradients, then again with them) computes the same values both times."""
-        attention = self.label_attention
+    def _hand_written_backward(self) -> bool:
+        """Whether the block may run as autograd Functions with hand-written backwards: outside eager inference
+        (whose weight products save more), in eager mode without drop path or autocast. Also without gradients in
+        training mode, so that the forward of reentrant activation checkpointing (run without gradients, then again
+        with them) computes the same values both times."""
         return (
             _eager_inference_cache(self.training) is None
-            and attention.num_heads == 1
-            and attention._fold(num_labels, num_tokens, dim, with_products=False)
-            and not output_attentions
             and not self._drop_path_active()
             and not torch.is_autocast_enabled(self.pwconv1.weight.device.type)
             and not (torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing())
+        )
+
+    def _fused_visual_update(self) -> bool:
+        """Whether the ConvNeXt block runs as [`HSVLTVisualUpdate`] (GELU activation and layer scale, as in ConvNeXt)."""
+        return (
+            self._hand_written_backward()
+            and isinstance(self.act, GELUActivation)
+            and self.layer_scale_parameter is not None
+            and self.dwconv.weight.shape[-1] == 7
+        )
+
+    def _fused_label_update(self, num_labels: int, num_tokens: int, dim: int, output_attentions: bool) -> bool:
+        """Whether the label side runs as [`HSVLTLabelUpdate`]: where the block may (`_hand_written_backward`), with
+        one head and the folded form, without attention maps."""
+        attention = self.label_attention
+        return (
+            self._hand_written_backward()
+            and attention.num_heads == 1
+            and attention._fold(num_labels, num_tokens, dim, with_products=False)
+            and not output_attentions
         )
 
     def forward(
@@ -635,6 +757,24 @@ class HSVLTLayer(GradientCheckpointingLayer, ConvNextLayer):
         kept = self._kept_transposed_weights() if eager_inference else None
         if eager_inference:
             hidden_states = self._visual_block(hidden_states, kept["pwconv1"], kept["pwconv2"])
+        elif self._fused_visual_update():
+            update = HSVLTVisualUpdate.apply if torch.is_grad_enabled() else HSVLTVisualUpdate.compute
+            hidden_states = update(
+                hidden_states,
+                self.layernorm.eps,
+                self._kept_transposed_weights(),
+                self.dwconv.weight,
+                self.dwconv.bias,
+                self.layernorm.weight,
+                self.layernorm.bias,
+                self.pwconv1.weight,
+                self.pwconv1.bias,
+                self.pwconv2.weight,
+                self.pwconv2.bias,
+                self.layer_scale_parameter,
+            )
+            if not torch.is_grad_enabled():
+                hidden_states = hidden_states[0]
         else:  # autograd, compilers and exporters see the weights themselves
             hidden_states = self._visual_block(hidden_states, self.pwconv1.weight.t(), self.pwconv2.weight.t())
         batch_size, height, width, dim = hidden_states.shape
