@@ -178,10 +178,12 @@ class HSVLTVisualLinguisticAttention(nn.Module):
     HSVLT-S). The logits equal those of the straightforward form to float rounding (1e-5).
 
     Both forms scale the queries by `(C / heads)^-0.5` before the product with the keys instead of scaling the logits
-    (the same values up to float rounding), and compute the attention explicitly (two batched matmuls and a softmax).
-    With `K` queries this is as fast on CPU as `scaled_dot_product_attention` when the tokens are contiguous (as in the
-    model) and faster when they are a strided view (which SDPA copies); the attention map then comes at no extra cost
-    and `output_attentions` does not change the computation.
+    (the same values up to float rounding), and compute the attention explicitly (two batched matmuls and a softmax),
+    which gives the attention map at no extra cost; eager inference with the weight products, one head and no attention
+    map runs `scaled_dot_product_attention` instead (one fused operation, the same values to float rounding).
+
+    [`HSVLTLayer`] calls [`~HSVLTVisualLinguisticAttention.forward_flat`] on `(B*K, C)` label rows, or, in training
+    with one head, computes the same thing in [`HSVLTLabelUpdate`].
     """
 
     def __init__(self, config: HSVLTConfig, dim: int):
