@@ -881,7 +881,7 @@ class HSVLTStage(nn.Module):
             hidden_states = hidden_states.permute(0, 3, 1, 2)
             for layer in self.downsampling_layer:
                 hidden_states = layer(hidden_states)
-            hidden_states = hidden_states.permute(0, 2, 3, 1)
+            hidden_states = hidden_states.permute(0, 2, 3, 1).contiguous()  # a view when the map is channels-last
         label_features = self.label_projection(label_features)
         attentions = ()
         for layer in self.layers:
@@ -930,7 +930,7 @@ class HSVLTEncoder(nn.Module):
         batch_size, num_labels = label_features.shape[:2]
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
-        hidden_states = hidden_states.permute(0, 2, 3, 1)
+        hidden_states = hidden_states.permute(0, 2, 3, 1).contiguous()  # a view when the map is channels-last
         label_features = label_features.reshape(batch_size * num_labels, -1)
         multimodal_features = ()
         for stage in self.stages:
