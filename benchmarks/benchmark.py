@@ -62,6 +62,7 @@ import torch
 import transformers
 from torch import nn
 from torch.profiler import profile
+from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import ConvNextConfig, ConvNextModel
 
@@ -260,9 +261,20 @@ def make_steps(case: Measurement, model: nn.Module, inputs: dict, modes: list[st
     return steps
 
 
+def count_cpu_flash_attention() -> None:
+    """Make `FlopCounterMode` count SDPA's CPU kernel (it counts the CUDA ones only), which HSVLT's eager inference with
+    one head runs."""
+    operation = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    if operation not in flop_counter.flop_registry:
+        flop_counter.register_flop_formula(operation)(
+            lambda query, key, value, *args, out_shape=None, **kwargs: flop_counter.sdpa_flop_count(query, key, value)
+        )
+
+
 def count_macs(model: nn.Module, backend: str, inputs: dict, precision: str, device: str) -> float:
     """Multiply-accumulates per image of one eager forward of the form `backend` runs: the inference form (weight
     products, warmed up first) for `eager` and `onnxruntime`, the training form (folded, no products) for `compile`."""
+    count_cpu_flash_attention()
     counted = inference_step_in_training_form if backend == "compile" else inference_step
     counted(model, inputs, precision, device)
     counter = FlopCounterMode(display=False)

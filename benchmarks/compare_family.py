@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from benchmark import count_cpu_flash_attention
 from torch.utils.flop_counter import FlopCounterMode
 
 from transformers_hsvlt.registry import LabelCooccurrence, LabelSide, get_architecture
@@ -80,6 +81,7 @@ def gmacs(model, pixel_values) -> float:
     """Multiply-accumulates of one evaluation forward, after a warm-up forward (so that one-time work, such as HSVLT's
     cached weight products, is not counted per image)."""
     inference(model, pixel_values)
+    count_cpu_flash_attention()
     counter = FlopCounterMode(display=False)
     with counter:
         inference(model, pixel_values)

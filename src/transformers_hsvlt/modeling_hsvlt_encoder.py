@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.activations import GELUActivation
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.models.convnext.modeling_convnext import ConvNextLayer, ConvNextLayerNorm
 from transformers.utils import ModelOutput
@@ -177,10 +178,12 @@ class HSVLTVisualLinguisticAttention(nn.Module):
     HSVLT-S). The logits equal those of the straightforward form to float rounding (1e-5).
 
     Both forms scale the queries by `(C / heads)^-0.5` before the product with the keys instead of scaling the logits
-    (the same values up to float rounding), and compute the attention explicitly (two batched matmuls and a softmax).
-    With `K` queries this is as fast on CPU as `scaled_dot_product_attention` when the tokens are contiguous (as in the
-    model) and faster when they are a strided view (which SDPA copies); the attention map then comes at no extra cost
-    and `output_attentions` does not change the computation.
+    (the same values up to float rounding), and compute the attention explicitly (two batched matmuls and a softmax),
+    which gives the attention map at no extra cost; eager inference with the weight products, one head and no attention
+    map runs `scaled_dot_product_attention` instead (one fused operation, the same values to float rounding).
+
+    [`HSVLTLayer`] calls [`~HSVLTVisualLinguisticAttention.forward_flat`] on `(B*K, C)` label rows, or, in training
+    with one head, computes the same thing in [`HSVLTLabelUpdate`].
     """
 
     def __init__(self, config: HSVLTConfig, dim: int):
@@ -377,28 +380,29 @@ class HSVLTLabelResidualGate(nn.Module):
 
 class HSVLTLabelUpdate(torch.autograd.Function):
     r"""
-    The label side of one block with one IVLA head, in the folded form, with a hand-written backward: IVLA, the
-    residual `t + m` and the label gate (if any) as one autograd node (the straightforward composition of
+    The label side of one block with one IVLA head, with a hand-written backward: IVLA (folded or straightforward
+    form), the residual `t + m` and the label gate (if any) as one autograd node (the straightforward composition of
     [`HSVLTVisualLinguisticAttention`], the residual and [`HSVLTLabelResidualGate`] gives the same values and
     gradients to float rounding).
 
-    It saves only what the backward reads (the inputs, the scaled and folded queries, the attention map and the
-    activations of the per-label maps; not the logits before the softmax or the intermediate products autograd
-    would keep), and its backward gets the gradients of all the block's `C x C` label-side weights from one batched
-    product: every one of them is `A^T B` for two `(B*K, C)` matrices (`A`: the gradient of the map's output, `B`: its
-    input), so they are stacked and multiplied at once, and the three biases are the row sums of the same stack.
+    It saves only what the backward reads (the inputs, the scaled queries, the attention map, the keys and values or
+    folded queries, and the activations of the per-label maps; not the logits before the softmax or the intermediate
+    products autograd would keep), and its backward gets the gradients of the block's `C x C` label-side weights from
+    one batched product: each of them is `A^T B` for two `(B*K, C)` matrices (`A`: the gradient of the map's output,
+    `B`: its input), so they are stacked and multiplied at once, and the three biases are row sums of the same stack
+    (in the straightforward form the key and value projections read the `B*H*W` tokens and get their own products).
 
-    Inputs: label features `(B*K, C)`, visual tokens `(B, H*W, C)`, the attention scale, the block's
-    [`HSVLTTransposedWeights`] views (the forward reads the weights through them), then the weights `query`,
-    `key`, `value`, `proj` (weight, bias), `vis_project` (weight, bias), `project_mm` (weight, bias) and the gate's
-    `hidden`, `output` (both `None` for a block without gate). Outputs: the updated label features and the multi-modal
-    features, both `(B*K, C)`.
+    Inputs: label features `(B*K, C)`, visual tokens `(B, H*W, C)` (contiguous), the attention scale, the block's
+    [`HSVLTTransposedWeights`] views (the forward reads the weights through them), whether to fold, then the weights
+    `query`, `key`, `value`, `proj` (weight, bias), `vis_project` (weight, bias), `project_mm` (weight, bias) and the
+    gate's `hidden`, `output` (both `None` for a block without gate). Outputs: the updated label features and the
+    multi-modal features, both `(B*K, C)`.
     """
 
     @staticmethod
     def forward(ctx, *inputs):
         updated, multimodal_features, saved = HSVLTLabelUpdate.compute(*inputs)
-        ctx.scale, ctx.has_gate = inputs[2], inputs[-1] is not None
+        ctx.scale, ctx.fold, ctx.has_gate = inputs[2], inputs[4], inputs[-1] is not None
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(*saved)
         return updated, multimodal_features
@@ -409,6 +413,7 @@ class HSVLTLabelUpdate(torch.autograd.Function):
         visual_tokens,
         scale,
         transposed,
+        fold,
         query,
         key,
         value,
@@ -421,16 +426,25 @@ class HSVLTLabelUpdate(torch.autograd.Function):
         gate_hidden,
         gate_output,
     ):
-        """The forward without autograd: returns the two outputs and the tensors the backward reads. `transposed`:
-        the block's [`HSVLTTransposedWeights`] views."""
+        """The forward without autograd: returns the two outputs and the tensors the backward reads."""
         batch_size, _, dim = visual_tokens.shape
-        # scaled queries, `scale * t W_q^T` (beta=0: the bias argument only gives the shape and is not read)
-        queries = torch.addmm(vis_bias, label_features, transposed["query"], beta=0, alpha=scale)
-        folded_queries = torch.mm(queries, key).view(batch_size, -1, dim)
-        keys_transposed = visual_tokens.transpose(1, 2)
-        attention_probs = torch.softmax(torch.bmm(folded_queries, keys_transposed), dim=-1)
-        attended_tokens = torch.bmm(attention_probs, visual_tokens).view(-1, dim)
-        context = torch.mm(attended_tokens, transposed["value"])
+        # scaled queries, `scale * t W_q^T` (beta=0: the first argument only gives the shape and is not read)
+        queries = torch.addmm(label_features, label_features, transposed["query"], beta=0, alpha=scale)
+        if fold:
+            folded_queries = torch.mm(queries, key).view(batch_size, -1, dim)
+            keys_transposed = visual_tokens.transpose(1, 2)
+            attention_probs = torch.softmax(torch.bmm(folded_queries, keys_transposed), dim=-1)
+            attended_tokens = torch.bmm(attention_probs, visual_tokens).view(-1, dim)
+            context = torch.mm(attended_tokens, transposed["value"])
+            attention_tensors = (visual_tokens, keys_transposed, folded_queries, attended_tokens)
+        else:
+            token_rows = visual_tokens.view(-1, dim)
+            keys = torch.mm(token_rows, transposed["key"]).view(batch_size, -1, dim)
+            keys_transposed = keys.transpose(1, 2)
+            values = torch.mm(token_rows, transposed["value"]).view(batch_size, -1, dim)
+            attention_probs = torch.softmax(torch.bmm(queries.view(batch_size, -1, dim), keys_transposed), dim=-1)
+            context = torch.bmm(attention_probs, values).view(-1, dim)
+            attention_tensors = (keys, keys_transposed, values, token_rows)
         output = torch.addmm(proj_bias, context, transposed["proj"])
         vis_input = torch.addmm(vis_bias, label_features, transposed["vis_project"])
         vis_features = F.gelu(vis_input)
@@ -446,11 +460,9 @@ class HSVLTLabelUpdate(torch.autograd.Function):
             updated = torch.addcmul(updated, gate, updated)
         saved = (
             label_features,
-            visual_tokens,
+            *attention_tensors,
             queries,
-            folded_queries,
             attention_probs,
-            attended_tokens,
             context,
             output,
             vis_input,
@@ -473,11 +485,12 @@ class HSVLTLabelUpdate(torch.autograd.Function):
     def backward(ctx, grad_updated, grad_multimodal):
         (
             label_features,
-            visual_tokens,
+            tokens_or_keys,
+            keys_transposed,
+            folded_or_values,
+            attended_or_token_rows,
             queries,
-            folded_queries,
             attention_probs,
-            attended_tokens,
             context,
             output,
             vis_input,
@@ -493,55 +506,183 @@ class HSVLTLabelUpdate(torch.autograd.Function):
             key_transposed,
             *gate_tensors,
         ) = ctx.saved_tensors
-        batch_size, _, dim = visual_tokens.shape
+        batch_size, dim = attention_probs.shape[0], label_features.shape[-1]
         if grad_updated is None:  # only the label features of the model's last block may reach no output
             grad_updated = torch.zeros_like(label_features)
-        gate_grads, gate_inputs = [], []
+        pairs = {}  # weight name -> (A, B) of its gradient A^T B
         if ctx.has_gate:
             residual, gate_activation, gate, gate_hidden, gate_output = gate_tensors
             grad_gate = torch.ops.aten.tanh_backward(grad_updated * residual, gate)
             grad_activation = torch.ops.aten.threshold_backward(torch.mm(grad_gate, gate_output), gate_activation, 0)
             grad_updated = torch.addmm(torch.addcmul(grad_updated, grad_updated, gate), grad_activation, gate_hidden)
-            gate_grads, gate_inputs = [grad_activation, grad_gate], [residual, gate_activation]
+            pairs.update(gate_hidden=(grad_activation, residual), gate_output=(grad_gate, gate_activation))
         grad_multimodal = grad_updated if grad_multimodal is None else grad_updated + grad_multimodal
         grad_multimodal_logits = torch.ops.aten.gelu_backward(grad_multimodal, multimodal_logits)
         grad_multimodal_input = torch.mm(grad_multimodal_logits, mm_weight)
         grad_vis_input = torch.ops.aten.gelu_backward(grad_multimodal_input * output, vis_input)
         grad_output = grad_multimodal_input * vis_features
         grad_context = torch.mm(grad_output, proj_weight)
-        grad_attended = torch.mm(grad_context, value).view(batch_size, -1, dim)
-        grad_logits = torch._softmax_backward_data(
-            torch.bmm(grad_attended, visual_tokens.transpose(1, 2)), attention_probs, -1, attention_probs.dtype
+        pairs.update(
+            proj=(grad_output, context),
+            vis_project=(grad_vis_input, label_features),
+            project_mm=(grad_multimodal_logits, multimodal_input),
         )
-        grad_folded = torch.bmm(grad_logits, visual_tokens).view(-1, dim)
-        grad_tokens = torch.baddbmm(
-            torch.bmm(attention_probs.transpose(1, 2), grad_attended), grad_logits.transpose(1, 2), folded_queries
-        )
-        # the gradient of `t W_q^T` (that of the scaled queries times the scale); beta=0: the first argument is not read
-        grad_queries = torch.addmm(grad_folded, grad_folded, key_transposed, beta=0, alpha=ctx.scale)
+        if ctx.fold:
+            visual_tokens, folded_queries, attended_tokens = tokens_or_keys, folded_or_values, attended_or_token_rows
+            grad_attended = torch.mm(grad_context, value).view(batch_size, -1, dim)
+            grad_logits = torch._softmax_backward_data(
+                torch.bmm(grad_attended, keys_transposed), attention_probs, -1, attention_probs.dtype
+            )
+            grad_folded = torch.bmm(grad_logits, visual_tokens).view(-1, dim)
+            grad_tokens = torch.baddbmm(
+                torch.bmm(attention_probs.transpose(1, 2), grad_attended), grad_logits.transpose(1, 2), folded_queries
+            )
+            # the gradient of `t W_q^T`: that of the scaled queries times the scale (beta=0: first argument not read)
+            grad_queries = torch.addmm(grad_folded, grad_folded, key_transposed, beta=0, alpha=ctx.scale)
+            pairs.update(key=(queries, grad_folded), value=(grad_context, attended_tokens))
+            weight_grads = {}
+        else:
+            keys, values, token_rows = tokens_or_keys, folded_or_values, attended_or_token_rows
+            grad_context = grad_context.view(batch_size, -1, dim)
+            grad_values = torch.bmm(attention_probs.transpose(1, 2), grad_context).view(-1, dim)
+            grad_logits = torch._softmax_backward_data(
+                torch.bmm(grad_context, values.transpose(1, 2)), attention_probs, -1, attention_probs.dtype
+            )
+            grad_queries = torch.baddbmm(grad_context, grad_logits, keys, beta=0, alpha=ctx.scale).view(-1, dim)
+            grad_keys = torch.bmm(grad_logits.transpose(1, 2), queries.view(batch_size, -1, dim)).view(-1, dim)
+            grad_tokens = torch.addmm(torch.mm(grad_keys, key), grad_values, value).view(batch_size, -1, dim)
+            weight_grads = {
+                "key": torch.mm(grad_keys.t(), token_rows),
+                "value": torch.mm(grad_values.t(), token_rows),
+            }
         grad_labels = torch.addmm(torch.addmm(grad_updated, grad_queries, query), grad_vis_input, vis_weight)
-        # every weight gradient is A^T B; the biases of proj, vis_project and project_mm are the row sums of their A
-        outer_grads = torch.stack(
-            [grad_queries, queries, grad_context, grad_output, grad_vis_input, grad_multimodal_logits, *gate_grads]
-        )
-        inputs = torch.stack(
-            [label_features, grad_folded, attended_tokens, context, label_features, multimodal_input, *gate_inputs]
-        )
-        weight_grads = torch.bmm(outer_grads.transpose(1, 2), inputs).unbind(0)
-        bias_grads = outer_grads.sum(1).unbind(0)
-        gate_weight_grads = weight_grads[6:] if ctx.has_gate else (None, None)
+        pairs.update(query=(grad_queries, label_features))
+        outer_grads = torch.stack([outer for outer, _ in pairs.values()])
+        inputs = torch.stack([inner for _, inner in pairs.values()])
+        weight_grads.update(zip(pairs, torch.bmm(outer_grads.transpose(1, 2), inputs).unbind(0)))
+        bias_grads = dict(zip(pairs, outer_grads.sum(1).unbind(0)))
         return (
             grad_labels,
             grad_tokens,
             None,
             None,
-            *weight_grads[:4],
-            bias_grads[3],
-            weight_grads[4],
-            bias_grads[4],
-            weight_grads[5],
-            bias_grads[5],
-            *gate_weight_grads,
+            None,
+            weight_grads["query"],
+            weight_grads["key"],
+            weight_grads["value"],
+            weight_grads["proj"],
+            bias_grads["proj"],
+            weight_grads["vis_project"],
+            bias_grads["vis_project"],
+            weight_grads["project_mm"],
+            bias_grads["project_mm"],
+            weight_grads.get("gate_hidden"),
+            weight_grads.get("gate_output"),
+        )
+
+
+class HSVLTVisualUpdate(torch.autograd.Function):
+    r"""
+    The ConvNeXt block of an HSVLT block on the `(B, H, W, C)` map (dwconv 7x7, LayerNorm, Linear 4x, GELU, Linear,
+    layer scale, residual), with a hand-written backward: the same operations as `ConvNextLayer.forward` (so the same
+    values, bit for bit) as one autograd node, whose backward calls the LayerNorm's and the convolution's own backward
+    operations and computes each weight gradient with one product.
+
+    Inputs: the map, the LayerNorm epsilon, the block's [`HSVLTTransposedWeights`] views, then `dwconv` (weight, bias),
+    `layernorm` (weight, bias), `pwconv1` (weight, bias), `pwconv2` (weight, bias) and the layer scale.
+    """
+
+    @staticmethod
+    def forward(ctx, *inputs):
+        output, saved = HSVLTVisualUpdate.compute(*inputs)
+        ctx.eps = inputs[1]
+        ctx.save_for_backward(*saved)
+        return output
+
+    @staticmethod
+    def compute(
+        hidden_states,
+        eps,
+        transposed,
+        dwconv_weight,
+        dwconv_bias,
+        norm_weight,
+        norm_bias,
+        pwconv1_weight,
+        pwconv1_bias,
+        pwconv2_weight,
+        pwconv2_bias,
+        layer_scale,
+    ):
+        """The forward without autograd: returns the new map and the tensors the backward reads."""
+        dim = hidden_states.shape[-1]
+        channels_first = hidden_states.permute(0, 3, 1, 2)
+        convolved = F.conv2d(channels_first, dwconv_weight, dwconv_bias, padding=3, groups=dim).permute(0, 2, 3, 1)
+        normalized, mean, rstd = torch.native_layer_norm(convolved, (dim,), norm_weight, norm_bias, eps)
+        normalized = normalized.view(-1, dim)
+        expanded = torch.addmm(pwconv1_bias, normalized, transposed["pwconv1"])
+        activated = F.gelu(expanded)
+        features = torch.addmm(pwconv2_bias, activated, transposed["pwconv2"])
+        output = hidden_states + layer_scale * features.view(hidden_states.shape)
+        saved = (channels_first, convolved, mean, rstd, normalized, expanded, activated, features)
+        return output, saved + (dwconv_weight, norm_weight, norm_bias, pwconv1_weight, pwconv2_weight, layer_scale)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output):
+        (
+            channels_first,
+            convolved,
+            mean,
+            rstd,
+            normalized,
+            expanded,
+            activated,
+            features,
+            dwconv_weight,
+            norm_weight,
+            norm_bias,
+            pwconv1_weight,
+            pwconv2_weight,
+            layer_scale,
+        ) = ctx.saved_tensors
+        dim = convolved.shape[-1]
+        grad_rows = grad_output.reshape(-1, dim)
+        grad_features = grad_rows * layer_scale
+        grad_layer_scale = (grad_rows * features).sum(0)
+        grad_expanded = torch.ops.aten.gelu_backward(torch.mm(grad_features, pwconv2_weight), expanded)
+        grad_pwconv2 = torch.mm(grad_features.t(), activated)
+        grad_pwconv1 = torch.mm(grad_expanded.t(), normalized)
+        grad_normalized = torch.mm(grad_expanded, pwconv1_weight).view(convolved.shape)
+        grad_convolved, grad_norm_weight, grad_norm_bias = torch.ops.aten.native_layer_norm_backward(
+            grad_normalized, convolved, (dim,), mean, rstd, norm_weight, norm_bias, [True, True, True]
+        )
+        grad_input, grad_dwconv_weight, grad_dwconv_bias = torch.ops.aten.convolution_backward(
+            grad_convolved.permute(0, 3, 1, 2),
+            channels_first,
+            dwconv_weight,
+            [dim],
+            [1, 1],
+            [3, 3],
+            [1, 1],
+            False,
+            [0, 0],
+            dim,
+            [True, True, True],
+        )
+        return (
+            grad_output + grad_input.permute(0, 2, 3, 1),
+            None,
+            None,
+            grad_dwconv_weight,
+            grad_dwconv_bias,
+            grad_norm_weight,
+            grad_norm_bias,
+            grad_pwconv1,
+            grad_expanded.sum(0),
+            grad_pwconv2,
+            grad_features.sum(0),
+            grad_layer_scale,
         )
 
 
@@ -603,21 +744,31 @@ class HSVLTLayer(GradientCheckpointingLayer, ConvNextLayer):
             features = self.layer_scale_parameter * features
         return hidden_states + self.drop_path(features)
 
-    def _fused_label_update(self, num_labels: int, num_tokens: int, dim: int, output_attentions: bool) -> bool:
-        """Whether the label side runs as [`HSVLTLabelUpdate`]: outside eager inference (whose weight products save
-        more), with one head and the folded form, in eager mode without attention maps, drop path or autocast. Also
-        without gradients in training mode, so that the forward of reentrant activation checkpointing (run without
-        gradients, then again with them) computes the same values both times."""
-        attention = self.label_attention
+    def _hand_written_backward(self) -> bool:
+        """Whether the block may run as autograd Functions with hand-written backwards: outside eager inference
+        (whose weight products save more), in eager mode without drop path or autocast. Also without gradients in
+        training mode, so that the forward of reentrant activation checkpointing (run without gradients, then again
+        with them) computes the same values both times."""
         return (
             _eager_inference_cache(self.training) is None
-            and attention.num_heads == 1
-            and attention._fold(num_labels, num_tokens, dim, with_products=False)
-            and not output_attentions
             and not self._drop_path_active()
             and not torch.is_autocast_enabled(self.pwconv1.weight.device.type)
             and not (torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing())
         )
+
+    def _fused_visual_update(self) -> bool:
+        """Whether the ConvNeXt block runs as [`HSVLTVisualUpdate`] (GELU activation and layer scale, as in ConvNeXt)."""
+        return (
+            self._hand_written_backward()
+            and isinstance(self.act, GELUActivation)
+            and self.layer_scale_parameter is not None
+            and self.dwconv.weight.shape[-1] == 7
+        )
+
+    def _fused_label_update(self, output_attentions: bool) -> bool:
+        """Whether the label side runs as [`HSVLTLabelUpdate`]: where the block may (`_hand_written_backward`), with
+        one head, without attention maps."""
+        return self._hand_written_backward() and self.label_attention.num_heads == 1 and not output_attentions
 
     def forward(
         self, hidden_states: torch.Tensor, label_features: torch.Tensor, output_attentions: bool = False
@@ -635,18 +786,37 @@ class HSVLTLayer(GradientCheckpointingLayer, ConvNextLayer):
         kept = self._kept_transposed_weights() if eager_inference else None
         if eager_inference:
             hidden_states = self._visual_block(hidden_states, kept["pwconv1"], kept["pwconv2"])
+        elif self._fused_visual_update():
+            update = HSVLTVisualUpdate.apply if torch.is_grad_enabled() else HSVLTVisualUpdate.compute
+            hidden_states = update(
+                hidden_states,
+                self.layernorm.eps,
+                self._kept_transposed_weights(),
+                self.dwconv.weight,
+                self.dwconv.bias,
+                self.layernorm.weight,
+                self.layernorm.bias,
+                self.pwconv1.weight,
+                self.pwconv1.bias,
+                self.pwconv2.weight,
+                self.pwconv2.bias,
+                self.layer_scale_parameter,
+            )
+            if not torch.is_grad_enabled():
+                hidden_states = hidden_states[0]
         else:  # autograd, compilers and exporters see the weights themselves
             hidden_states = self._visual_block(hidden_states, self.pwconv1.weight.t(), self.pwconv2.weight.t())
         batch_size, height, width, dim = hidden_states.shape
         visual_tokens = hidden_states.view(batch_size, height * width, dim)
         attention, gate = self.label_attention, self.label_gate
-        if self._fused_label_update(label_features.shape[0] // batch_size, height * width, dim, output_attentions):
+        if self._fused_label_update(output_attentions):
             update = HSVLTLabelUpdate.apply if torch.is_grad_enabled() else HSVLTLabelUpdate.compute
             label_features, multimodal_features = update(
                 label_features,
                 visual_tokens,
                 attention.scale,
                 self._kept_transposed_weights(),
+                attention._fold(label_features.shape[0] // batch_size, height * width, dim, with_products=False),
                 attention.query.weight,
                 attention.key.weight,
                 attention.value.weight,
@@ -711,7 +881,7 @@ class HSVLTStage(nn.Module):
             hidden_states = hidden_states.permute(0, 3, 1, 2)
             for layer in self.downsampling_layer:
                 hidden_states = layer(hidden_states)
-            hidden_states = hidden_states.permute(0, 2, 3, 1)
+            hidden_states = hidden_states.permute(0, 2, 3, 1).contiguous()  # a view when the map is channels-last
         label_features = self.label_projection(label_features)
         attentions = ()
         for layer in self.layers:
@@ -760,7 +930,7 @@ class HSVLTEncoder(nn.Module):
         batch_size, num_labels = label_features.shape[:2]
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
-        hidden_states = hidden_states.permute(0, 2, 3, 1)
+        hidden_states = hidden_states.permute(0, 2, 3, 1).contiguous()  # a view when the map is channels-last
         label_features = label_features.reshape(batch_size * num_labels, -1)
         multimodal_features = ()
         for stage in self.stages:
