@@ -100,7 +100,7 @@ def _gradient_maps(
         per_label = []
         for position, label in enumerate(label_indices):
             # Images of a batch are independent, so the gradient of the batch sum is each image's own gradient.
-            gradients = torch.autograd.grad(
+            gradients = _gradients(
                 outputs.logits[:, label].sum(),
                 [pixels] if method == "gradxinput" else features,
                 retain_graph=position < len(label_indices) - 1,
@@ -113,6 +113,22 @@ def _gradient_maps(
                     [_channel_weighted_map(f.detach().float(), g.float(), method) for f, g in zip(features, gradients)]
                 )
     return [torch.stack([maps[index] for maps in per_label], dim=1) for index in range(len(stages))]
+
+
+def _gradients(output: torch.Tensor, inputs: list[torch.Tensor], retain_graph: bool) -> list[torch.Tensor]:
+    """`torch.autograd.grad(output, inputs)`, where an input may be a view taken after the forward pass (HSVLT returns
+    its channels-last stage maps as channels-first views): such a view is not in the graph, its base is, so the
+    gradient of the base is taken and viewed the same way."""
+    targets = [tensor if tensor._base is None else tensor._base for tensor in inputs]
+    gradients = torch.autograd.grad(output, targets, retain_graph=retain_graph)
+    return [
+        gradient
+        if tensor._base is None
+        else torch.empty_like(target)
+        .copy_(gradient)
+        .as_strided(tensor.shape, tensor.stride(), tensor.storage_offset() - target.storage_offset())
+        for tensor, target, gradient in zip(inputs, targets, gradients)
+    ]
 
 
 @torch.no_grad()
