@@ -4,8 +4,10 @@
     launch("hsvlt-digits", port=7860)          # or: hsvlt-demo hsvlt-digits --port 7860
 
 The page shows every label's score, a threshold slider choosing the predicted labels, and the prediction figure
-(`transformers_hsvlt.visualization.figures`) with each predicted label's heatmap (`label_heatmaps`, the default
-method and stage). The example images are the checkpoint's `examples/` folder, if it has one. For open-vocabulary
+(`transformers_hsvlt.visualization.figures`) with the heatmaps of the `MAX_HEATMAPS` best predicted labels
+(`label_heatmaps`, the default method and stage). Uploads are read as `hsvlt-predict` reads images
+(`transformers_hsvlt.images.load_image`: the same conversion of every mode, the same pixel limit, large images
+reduced while decoding), and are at most `MAX_UPLOAD_BYTES`. The example images are the checkpoint's `examples/` folder, if it has one. For open-vocabulary
 checkpoints (models with `set_class_names`), a text box sets the label names. Needs gradio and matplotlib
 (`pip install -e ".[demo]"`).
 """
@@ -17,6 +19,7 @@ import PIL.Image
 import torch
 
 from .checkpoints import is_open_vocabulary, load_checkpoint
+from .images import ImageLoadError, load_image
 from .inference import predict
 from .registry import get_architecture
 from .visualization.figures import figure_to_image, prediction_figure
@@ -27,6 +30,13 @@ __all__ = ["build_demo", "example_images", "launch"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 MAX_EXAMPLES = 12
+
+#: Largest file the page accepts (gradio's `max_file_size`); the pixels are capped by `load_image`.
+MAX_UPLOAD_BYTES = 50 * 2**20
+
+#: Predicted labels drawn with a heatmap, best first (one gradient pass and one panel each: a low threshold on
+#: thousands of labels must not make thousands).
+MAX_HEATMAPS = 8
 
 
 def _check_gradio() -> None:
@@ -54,14 +64,16 @@ def example_images(name_or_path: str) -> list[str]:
 
 
 def _label_scores(model, processor, image: PIL.Image.Image, threshold: float):
-    """Every label's score, and the prediction (labels above `threshold`) with their heatmaps (none for an
-    architecture without feature maps)."""
+    """Every label's score, the prediction (labels above `threshold`, best first) and the number of them; the
+    prediction keeps the best `MAX_HEATMAPS` labels, with their heatmaps (none for an architecture without feature
+    maps)."""
     (prediction,) = predict(model, processor, [image], ["image"], threshold=None)
     scores = {label["label"]: label["score"] for label in prediction.labels}
-    prediction.labels = [label for label in prediction.labels if label["score"] >= threshold]
+    predicted = [label for label in prediction.labels if label["score"] >= threshold]
+    prediction.labels = predicted[:MAX_HEATMAPS]
     pixel_values = processor(images=[image], return_tensors="pt")["pixel_values"].to(model.device, model.dtype)
     add_label_heatmaps(model, pixel_values, [prediction], method=DEFAULT_METHOD, stage=DEFAULT_STAGE)
-    return scores, prediction
+    return scores, prediction, len(predicted)
 
 
 def _parse_class_names(text: str) -> list[str]:
@@ -71,11 +83,12 @@ def _parse_class_names(text: str) -> list[str]:
     return names
 
 
-def _summary(prediction, threshold: float) -> str:
+def _summary(prediction, num_predicted: int, threshold: float) -> str:
     if not prediction.labels:
         return f"No label scores {threshold:.2f} or more."
     names = ", ".join(f"**{label['label']}** ({label['score']:.2f})" for label in prediction.labels)
-    return f"Predicted (score >= {threshold:.2f}): {names}"
+    more = num_predicted - len(prediction.labels)
+    return f"Predicted (score >= {threshold:.2f}): {names}" + (f" and {more} more" if more else "")
 
 
 def build_demo(model_name_or_path: str, device: str | torch.device | None = None):
@@ -91,17 +104,18 @@ def build_demo(model_name_or_path: str, device: str | torch.device | None = None
     num_labels = model.config.num_labels
     examples = example_images(model_name_or_path)
 
-    def run(image, threshold, class_names=None):
-        if image is None:
+    def run(image_path, threshold, class_names=None):
+        if image_path is None:
             return None, None, "Upload an image or pick an example."
-        if open_vocabulary:
-            try:
+        try:
+            if open_vocabulary:
                 model.set_class_names(_parse_class_names(class_names or ""), model.class_name_tokenizer)
-            except ValueError as error:
-                raise gr.Error(str(error)) from None
-        scores, prediction = _label_scores(model, processor, image.convert("RGB"), threshold)
+            image = load_image(image_path)
+        except (ImageLoadError, ValueError) as error:
+            raise gr.Error(str(error)) from None
+        scores, prediction, num_predicted = _label_scores(model, processor, image, threshold)
         figure = figure_to_image(prediction_figure(image, prediction))
-        return scores, figure, _summary(prediction, threshold)
+        return scores, figure, _summary(prediction, num_predicted, threshold)
 
     title = f"{model.config.model_type.upper()} multi-label classifier"
     with gr.Blocks(title=title) as demo:
@@ -112,7 +126,9 @@ def build_demo(model_name_or_path: str, device: str | torch.device | None = None
         )
         with gr.Row():
             with gr.Column(scale=1):
-                image = gr.Image(type="pil", label="Image", sources=["upload", "clipboard"], height=320)
+                # a file path, read by `load_image` (gradio would convert a PIL image to RGB its own way)
+                image = gr.Image(type="filepath", image_mode=None, label="Image", sources=["upload", "clipboard"],
+                                 height=320)  # fmt: skip
                 threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="Threshold")
                 inputs = [image, threshold]
                 if open_vocabulary:
@@ -134,7 +150,8 @@ def build_demo(model_name_or_path: str, device: str | torch.device | None = None
 
 def launch(model: str, port: int | None = None, host: str | None = None, **launch_options):
     """Build the demo of `model` and serve it on `host:port` (gradio's defaults: 127.0.0.1, port 7860 or the
-    `GRADIO_SERVER_NAME` / `GRADIO_SERVER_PORT` environment variables); returns the demo."""
+    `GRADIO_SERVER_NAME` / `GRADIO_SERVER_PORT` environment variables), accepting files up to `MAX_UPLOAD_BYTES`
+    unless `max_file_size` is given; returns the demo."""
     demo = build_demo(model)
-    demo.launch(server_name=host, server_port=port, **launch_options)
+    demo.launch(server_name=host, server_port=port, **{"max_file_size": MAX_UPLOAD_BYTES, **launch_options})
     return demo

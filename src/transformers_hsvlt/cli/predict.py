@@ -63,8 +63,11 @@ class PredictArguments:
     )
 
     def __post_init__(self):
-        if self.download_seconds <= 0 or self.max_download_mb <= 0:
-            raise ValueError("--download_seconds and --max_download_mb must be positive.")
+        if not (0 < self.download_seconds < math.inf and 0 < self.max_download_mb < math.inf):  # NaN too
+            raise ValueError(
+                f"--download_seconds and --max_download_mb must be positive numbers, got {self.download_seconds} and "
+                f"{self.max_download_mb}."
+            )
         if not 0 <= self.threshold <= 1 or math.isnan(self.threshold):
             raise ValueError(f"--threshold must be in [0, 1], got {self.threshold}.")
         if self.top_k is not None and self.top_k < 1:
