@@ -7,6 +7,7 @@ The tiny checkpoint and the command runners are those of tests/test_reliability_
 
 import json
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -266,3 +267,111 @@ def test_demo_memory_on_decompression_sized_uploads(checkpoint, huge_png, larges
     )  # fmt: skip
     assert "REFUSED" in out and "121,000,000 pixels" in out and "LABELS 10" in out, out + err[-2000:]
     assert peak < 1024, f"the demo peaked at {peak:.0f} MiB answering 11000x11000 and 8000x8000 PNG uploads"
+
+
+# ---- 11. hostile checkpoint configs: refused from config.json, before anything is built -----------------------------
+
+
+def _edited_config(edit):
+    def apply(directory):
+        path = directory / "config.json"
+        path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+
+    return apply
+
+
+def _without(config, *names):
+    return {key: value for key, value in config.items() if key not in names}
+
+
+def _edited_preprocessor(directory):
+    path = directory / "preprocessor_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "size": {"height": 20000, "width": 20000}}))
+
+
+@pytest.mark.parametrize(
+    "edit, fragments",
+    [
+        (
+            _edited_config(lambda c: {**_without(c, "id2label", "label2id"), "num_labels": 10**8}),
+            ["100,000,000 labels"],
+        ),
+        (
+            _edited_config(lambda c: {**c, "hidden_sizes": [8, 16, 24, 10**6]}),
+            ["hidden_sizes 1,000,000", "does not fit"],
+        ),
+        (_edited_config(lambda c: {**c, "depths": [1, 1, 10**6, 1]}), ["1,000,003 layers", "does not fit"]),
+        (_edited_config(lambda c: [c]), ["must hold a JSON object, got list"]),
+        (_edited_config(lambda c: None), ["must hold a JSON object"]),
+        (_edited_config(lambda c: _without(c, "model_type")), ["has no model_type"]),
+        (_edited_preprocessor, ["preprocessor_config.json", "20000"]),
+    ],
+    ids=["num_labels", "hidden_sizes", "depths", "list", "null", "no_model_type", "preprocessor_size"],
+)
+def test_hostile_checkpoint_configs_are_refused_in_one_line(edit, fragments, checkpoint, images, tmp_path, capsys):
+    copy = tmp_path / "hostile"
+    shutil.copytree(checkpoint, copy)
+    edit(copy)
+    refused("hsvlt-predict", [copy, images[0]], capsys, copy, *fragments)
+    refused("hsvlt-eval", [copy, "--dataset", "digits", "--digits_test_size", "4"], capsys, *fragments)
+
+
+# ---- 12. the toolkit never offers to run a checkpoint's tokenizer code ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def patchct_checkpoint(workdir):
+    """A tiny PatchCT checkpoint (open vocabulary: its tokenizer is saved beside it)."""
+    from clip_fixtures import clip_image_processor, tiny_model, tiny_tokenizer
+
+    from transformers_hsvlt import hub
+    from transformers_hsvlt.patchct.modeling_patchct import PatchCTForMultiLabelClassification
+
+    tokenizer = tiny_tokenizer()
+    model = tiny_model(PatchCTForMultiLabelClassification, tokenizer)
+    model.class_name_tokenizer = tokenizer
+    directory = workdir / "patchct"
+    hub.prepare_for_push(model, clip_image_processor(), directory)
+    return directory
+
+
+def test_tokenizer_code_in_a_checkpoint_is_never_offered_or_run(patchct_checkpoint, images, tmp_path):
+    copy = tmp_path / "patchct"
+    shutil.copytree(patchct_checkpoint, copy)
+    marker = tmp_path / "code-ran"
+    (copy / "evil_tokenizer.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    config = json.loads((copy / "tokenizer_config.json").read_text())
+    config.update(tokenizer_class="EvilTokenizer", auto_map={"AutoTokenizer": ["evil_tokenizer.EvilTokenizer", None]})
+    (copy / "tokenizer_config.json").write_text(json.dumps(config))
+    environment = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "transformers_hsvlt.cli.predict", str(copy), str(images[0])],
+                            input="y\ny\n", capture_output=True, text=True, env=environment, timeout=300)  # fmt: skip
+    assert not marker.exists(), "the checkpoint's tokenizer code ran"
+    assert "custom code" not in result.stdout + result.stderr, result.stderr  # transformers' prompt
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+
+
+# ---- 13. a pickled backbone is refused in one line ------------------------------------------------------------------
+
+
+def test_pickled_backbone_directory_is_refused_in_one_line(tmp_path, capsys):
+    import torch
+    from transformers import ConvNextConfig
+
+    backbone = tmp_path / "convnext"
+    ConvNextConfig(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1]).save_pretrained(backbone)
+    marker = tmp_path / "code-ran"
+    torch.save({"weight": _RunsCode(str(marker))}, backbone / "pytorch_model.bin")
+    arguments = [*commands.TINY_RUN, "--backbone", backbone, "--output_dir", tmp_path / "out"]
+    refused("hsvlt-train", arguments, capsys, backbone, "pytorch_model.bin", "never unpickled")
+    assert not marker.exists()
+
+
+class _RunsCode:
+    """Unpickling it would create `marker` (a stand-in for any code)."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))

@@ -8,6 +8,7 @@ from .state_dict import (
     listed_keys,
     load_state_dict_file,
     read_safetensors,
+    refusing_unsafe_pickles,
     state_dict_differences,
 )
 
@@ -19,5 +20,6 @@ __all__ = [
     "listed_keys",
     "load_state_dict_file",
     "read_safetensors",
+    "refusing_unsafe_pickles",
     "state_dict_differences",
 ]
