@@ -5,6 +5,7 @@ checkpoints and one-line errors of `hsvlt-predict`, `hsvlt-eval` and `hsvlt-demo
 The tiny checkpoint and the command runners are those of tests/test_reliability_commands.py.
 """
 
+import importlib.util
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ import pytest
 import test_reliability_commands as commands
 from PIL import Image
 
+from transformers_hsvlt.cli.demo import main as demo_main
 from transformers_hsvlt.images import DEFAULT_MAX_SIDE, ImageLoadError, load_image
 
 
@@ -314,6 +316,11 @@ def test_hostile_checkpoint_configs_are_refused_in_one_line(edit, fragments, che
     edit(copy)
     refused("hsvlt-predict", [copy, images[0]], capsys, copy, *fragments)
     refused("hsvlt-eval", [copy, "--dataset", "digits", "--digits_test_size", "4"], capsys, *fragments)
+    if importlib.util.find_spec("gradio") is not None:
+        capsys.readouterr()
+        assert demo_main([str(copy)]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("hsvlt-demo: error:") and error.count("\n") == 1 and fragments[0] in error, error
 
 
 # ---- 12. the toolkit never offers to run a checkpoint's tokenizer code ----------------------------------------------
