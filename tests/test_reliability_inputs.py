@@ -9,6 +9,7 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -354,8 +355,9 @@ def test_tokenizer_code_in_a_checkpoint_is_never_offered_or_run(patchct_checkpoi
     result = subprocess.run([sys.executable, "-m", "transformers_hsvlt.cli.predict", str(copy), str(images[0])],
                             input="y\ny\n", capture_output=True, text=True, env=environment, timeout=300)  # fmt: skip
     assert not marker.exists(), "the checkpoint's tokenizer code ran"
-    assert "custom code" not in result.stdout + result.stderr, result.stderr  # transformers' prompt
+    assert "Do you wish to run the custom code" not in result.stdout + result.stderr  # transformers' prompt
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "tokenizer_config.json names code" in result.stderr and "trust_remote_code=True" not in result.stderr
 
 
 # ---- 13. a pickled backbone is refused in one line ------------------------------------------------------------------
@@ -382,3 +384,79 @@ class _RunsCode:
 
     def __reduce__(self):
         return (open, (self.marker, "w"))
+
+
+# ---- one-line errors of hsvlt-predict, hsvlt-eval and the image loader ---------------------------------------------
+
+
+def test_eval_plots_undefined_on_the_split_are_skipped_with_a_note(checkpoint, tmp_path, capsys):
+    model = tmp_path / "model"
+    shutil.copytree(checkpoint, model)
+    arguments = commands._list_dataset(tmp_path, "\n".join(commands.DIGITS) + "\n", "a.png\t\nb.png\t\n")
+    code, out, err = run("hsvlt-eval", [model, *arguments, "--plots", tmp_path / "plots"], capsys)
+    assert code == 0, err
+    assert sorted(path.name for path in (tmp_path / "plots").iterdir()) == ["per_class_ap.png", "precision_recall.png"]
+    notes = err.strip().splitlines()
+    assert len(notes) == 1 and notes[0].startswith("hsvlt-eval: note: f1_threshold.png not written"), err
+
+
+def test_unwritable_plots_folder_is_refused_before_evaluating(tmp_path, capsys):
+    """The checkpoint cannot even be loaded: the refusal of `--plots` came first."""
+    unloadable = tmp_path / "unloadable"
+    (tmp_path / "plots").write_text("a file")
+    arguments = [unloadable, "--dataset", "digits", "--digits_test_size", "4", "--plots", tmp_path / "plots"]
+    refused("hsvlt-eval", arguments, capsys, "--plots", "is a file")
+
+
+def test_fifo_and_devices_are_named_as_such(checkpoint, images, tmp_path, capsys):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    code, out, err = run("hsvlt-predict", [checkpoint, fifo, "/dev/zero", images[0]], capsys)
+    assert code == 1 and str(images[0]) in out
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and "Traceback" not in err, err
+    assert str(fifo) in lines[0] and "a FIFO (named pipe), not a regular file" in lines[0]
+    assert "/dev/zero" in lines[1] and "a device or socket, not a regular file" in lines[1]
+
+
+def test_label_names_with_a_newline_are_refused(patchct_checkpoint, images, capsys):
+    refused("hsvlt-predict", [patchct_checkpoint, images[0], "--labels", "cat,do\ng"], capsys, "--labels", "printable")
+
+
+def test_long_names_are_cut_in_error_lines(checkpoint, images, capsys):
+    long_name = "a" * 3000 + ".png"
+    code, out, err = run("hsvlt-predict", [checkpoint, long_name, images[0]], capsys)
+    assert code == 1 and str(images[0]) in out
+    (line,) = err.strip().splitlines()
+    assert len(line) < 1100 and "characters cut" in line and "no such file" in line, line
+
+
+def _interrupted(command: list[str], ready: str) -> subprocess.CompletedProcess:
+    """Start a command in a subprocess, send it SIGINT once `ready` appears in its output (progress bars included:
+    read as it comes, not by lines), and wait for it."""
+    environment = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", *map(str, command)], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, env=environment)  # fmt: skip
+    output = b""
+    while ready.encode() not in output and process.poll() is None:
+        output += os.read(process.stdout.fileno(), 1 << 16)
+    process.send_signal(signal.SIGINT)
+    output += process.communicate(timeout=120)[0]
+    return subprocess.CompletedProcess(command, process.returncode, output.decode(errors="replace"))
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_predict_and_eval_is_one_line(checkpoint, images, tmp_path):
+    predicted = _interrupted(
+        ["transformers_hsvlt.cli.predict", checkpoint, *(images * 400), "--batch_size", "1", "--threads", "1"],
+        ready=str(images[0]),
+    )
+    assert predicted.returncode == 130, predicted.stdout[-2000:]
+    assert "Traceback" not in predicted.stdout and predicted.stdout.count("hsvlt-predict: interrupted") == 1
+    evaluated = _interrupted(
+        ["transformers_hsvlt.cli.evaluate", checkpoint, "--dataset", "digits", "--digits_test_size", "2000",
+         "--batch_size", "1", "--num_workers", "0", "--threads", "1"],
+        ready="%",
+    )  # fmt: skip
+    assert evaluated.returncode == 130, evaluated.stdout[-2000:]
+    assert "Traceback" not in evaluated.stdout and evaluated.stdout.count("hsvlt-eval: interrupted") == 1

@@ -39,7 +39,7 @@ MAX_INPUT_SIDE = DEFAULT_MAX_SIDE
 #: tensor and each width is a dimension of one, so a config asking for more than its weights file holds is refused
 #: before the model is built.
 _LAYER_COUNT_FIELDS = ("depths", "num_hidden_layers", "num_layers")
-_WIDTH_FIELD_SUFFIXES = ("hidden_size", "hidden_sizes", "intermediate_size", "embedding_size", "projection_dim")
+_WIDTH_FIELD_SUFFIXES = ("hidden_size", "hidden_sizes", "intermediate_size", "embedding_size")
 
 
 def default_device() -> torch.device:
@@ -121,14 +121,12 @@ def _config_integers(value, field: str = ""):
 
 def _check_config_fits_weights(config_dict: dict, where: str, weights_file: Path) -> None:
     """Refuse a config with more layers than `weights_file` has tensors, or a width larger than any tensor
-    dimension in it (read from the file's header only)."""
+    dimension in it (read from the file's header only; an unreadable file is named when the weights are loaded)."""
     try:
         with safe_open(str(weights_file), "pt") as weights:
             shapes = [weights.get_slice(name).get_shape() for name in weights.keys()]
-    except (SafetensorError, OSError, ValueError) as error:
-        raise ValueError(
-            f"{weights_file} is not a readable safetensors file (truncated or corrupt?): {error}"
-        ) from error
+    except (SafetensorError, OSError, ValueError):
+        return
     largest_dimension = max((size for shape in shapes for size in shape), default=0)
     layers = 0
     for field, value in _config_integers(config_dict):
@@ -187,7 +185,15 @@ def load_model(name_or_path: str, architecture: Architecture | None = None) -> P
     if problems:
         raise ValueError(f"{name_or_path}: the weights do not fit config.json: {problems}.")
     if is_open_vocabulary(architecture):
-        model.class_name_tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=False)
+        try:
+            model.class_name_tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=False)
+        except ValueError as error:
+            if "trust_remote_code" not in str(error):
+                raise
+            raise ValueError(
+                f"{name_or_path}: its tokenizer_config.json names code to run (auto_map) instead of a tokenizer class "
+                "of transformers; the toolkit never runs a checkpoint's code."
+            ) from error
     return model
 
 

@@ -11,6 +11,7 @@ import io
 import math
 import os
 import socket
+import stat
 import tempfile
 import time
 import urllib.error
@@ -204,6 +205,9 @@ def _check_file(path: str, name: str) -> str:
         raise ImageLoadError(f"Cannot load image {name}: no such file.")
     if os.path.isdir(path):
         raise ImageLoadError(f"Cannot load image {name}: it is a directory, not an image file.")
+    if not os.path.isfile(path):  # reading a FIFO may wait forever, a device may never end
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(os.stat(path).st_mode) else "a device or socket"
+        raise ImageLoadError(f"Cannot load image {name}: it is {kind}, not a regular file.")
     if os.path.getsize(path) == 0:
         raise ImageLoadError(f"Cannot load image {name}: the file is empty (0 bytes).")
     return path

@@ -21,7 +21,7 @@ from ..images import DEFAULT_DOWNLOAD_SECONDS, DEFAULT_MAX_DOWNLOAD_BYTES, Image
 from ..inference import predict
 from ..threads import set_threads
 from ..visualization import DEFAULT_METHOD, DEFAULT_STAGE, METHODS, save_prediction_figure, save_raw_maps, unique_stems
-from .common import EXIT_PARTIAL_FAILURE, EXIT_SUCCESS, RuntimeArguments, run_command
+from .common import EXIT_PARTIAL_FAILURE, EXIT_SUCCESS, RuntimeArguments, one_line, run_command
 
 
 PROG = "hsvlt-predict"
@@ -122,6 +122,8 @@ def label_names_argument(text: str) -> list[str]:
     names = [name.strip() for name in text.split(",")]
     if not all(names) or len(set(names)) != len(names):
         raise ValueError(f"--labels must be distinct, non-empty, comma-separated names, got {text!r}.")
+    if not all(name.isprintable() for name in names):
+        raise ValueError(f"--labels names must be printable (no newline, tab or control character), got {text!r}.")
     return names
 
 
@@ -164,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                 failures += write_heatmaps(args.heatmaps, predictions, [image for _, image in loaded], stems)
         printer.close()
         for failure in failures:
-            print(f"{PROG}: {failure}", file=sys.stderr)
+            print(f"{PROG}: {one_line(failure)}", file=sys.stderr)
         return EXIT_PARTIAL_FAILURE if failures else EXIT_SUCCESS
 
     return run_command(PROG, command)
