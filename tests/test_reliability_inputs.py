@@ -19,6 +19,7 @@ import threading
 import time
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from io import BytesIO
 
 import numpy as np
 import pytest
@@ -460,3 +461,34 @@ def test_ctrl_c_in_predict_and_eval_is_one_line(checkpoint, images, tmp_path):
     )  # fmt: skip
     assert evaluated.returncode == 130, evaluated.stdout[-2000:]
     assert "Traceback" not in evaluated.stdout and evaluated.stdout.count("hsvlt-eval: interrupted") == 1
+
+
+def test_corrupt_image_in_a_stream_is_named_by_its_row(tmp_path, capsys):
+    from datasets import Dataset, DatasetDict, Features, Sequence, Value
+    from datasets import Image as ImageFeature
+
+    from transformers_hsvlt.cli import train as train_cli
+
+    rows = []
+    for index in range(8):
+        encoded = BytesIO()
+        Image.new("RGB", (16, 16), (index * 30, 0, 0)).save(encoded, "PNG")
+        data = encoded.getvalue()
+        rows.append({"image": {"bytes": data[: len(data) // 2] if index == 5 else data, "path": None},
+                     "labels": ["cat"] if index % 2 else ["dog"]})  # fmt: skip
+    features = Features({"image": ImageFeature(), "labels": Sequence(Value("string"))})
+    splits = {
+        "train": Dataset.from_list(rows, features=features),
+        "test": Dataset.from_list(rows[:4], features=features),
+    }
+    DatasetDict(splits).save_to_disk(str(tmp_path / "stream"))
+    (tmp_path / "labels.txt").write_text("cat\ndog\n")
+    arguments = ["--dataset", "hub", "--data_dir", tmp_path / "stream", "--streaming", "--eval_split", "test",
+                 "--label_file", tmp_path / "labels.txt", "--max_steps", "2", "--per_device_train_batch_size", "8",
+                 "--output_dir", tmp_path / "out", "--random_label_embedding_size", "16", "--preset", "tiny",
+                 "--dataloader_num_workers", "0", "--quiet"]  # fmt: skip
+    capsys.readouterr()
+    code = train_cli.main([str(argument) for argument in arguments])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert "row 5" in err.strip().splitlines()[-1], err
