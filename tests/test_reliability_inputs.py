@@ -492,3 +492,10 @@ def test_corrupt_image_in_a_stream_is_named_by_its_row(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err, err
     assert "row 5" in err.strip().splitlines()[-1], err
+
+
+def test_open_vocabulary_names_of_unknown_words_are_warned_about(patchct_checkpoint, images, capsys):
+    code, out, err = run("hsvlt-predict", [patchct_checkpoint, images[0], "--labels", "cat,zebra,okapi"], capsys)
+    assert code == 0 and str(images[0]) in out, err
+    (line,) = err.strip().splitlines()
+    assert line.startswith("hsvlt-predict: warning: zebra, okapi:") and "all score alike" in line, line

@@ -202,6 +202,20 @@ def is_open_vocabulary(architecture: Architecture) -> bool:
     return "names" in architecture.label_inputs
 
 
+def unknown_class_names(names: list[str], tokenizer) -> list[str]:
+    """The names made only of words the tokenizer does not know (every token is its unknown token): the text tower
+    sees them all as the same text, so they all score alike."""
+    unknown_id = getattr(tokenizer, "unk_token_id", None)
+    if unknown_id is None:
+        return []
+    unknown = []
+    for name in names:
+        ids = tokenizer(name, add_special_tokens=False)["input_ids"]
+        if ids and all(token == unknown_id for token in ids):
+            unknown.append(name)
+    return unknown
+
+
 def image_processor_for(architecture: Architecture, config: PreTrainedConfig) -> HSVLTImageProcessor:
     """The architecture's default image processor at the config's `image_size`."""
     size = config.image_size

@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
 
-from ..checkpoints import checkpoint_architecture, is_open_vocabulary, load_checkpoint, resolve_device
+from ..checkpoints import (
+    checkpoint_architecture,
+    is_open_vocabulary,
+    load_checkpoint,
+    resolve_device,
+    unknown_class_names,
+)
 from ..images import DEFAULT_DOWNLOAD_SECONDS, DEFAULT_MAX_DOWNLOAD_BYTES, ImageLoadError, load_image
 from ..inference import predict
 from ..threads import set_threads
@@ -135,7 +141,11 @@ def main(argv: list[str] | None = None) -> int:
         check_against_checkpoint(extra.model, args)
         model, processor = load_checkpoint(extra.model, args.device)
         if args.labels is not None:
-            model.set_class_names(label_names_argument(args.labels), model.class_name_tokenizer)
+            names = label_names_argument(args.labels)
+            model.set_class_names(names, model.class_name_tokenizer)
+            if unknown := unknown_class_names(names, model.class_name_tokenizer):
+                print(f"{PROG}: warning: {one_line(', '.join(unknown))}: made only of words the text encoder does not "
+                      "know, these names all score alike.", file=sys.stderr)  # fmt: skip
         sources, failures = expand_image_arguments(extra.images)
         stems = dict(zip(sources, unique_stems(sources)))
         printer = PredictionPrinter(args.json, args.threshold)
