@@ -344,6 +344,7 @@ def patchct_checkpoint(workdir):
     return directory
 
 
+@pytest.mark.slow
 def test_tokenizer_code_in_a_checkpoint_is_never_offered_or_run(patchct_checkpoint, images, tmp_path):
     copy = tmp_path / "patchct"
     shutil.copytree(patchct_checkpoint, copy)
