@@ -216,9 +216,10 @@ def test_decompression_bomb_refused_before_decoding(write, monkeypatch):
         )
 
 
-def test_default_limit_is_twice_pillows(write, monkeypatch):
-    """144 Mpixels is within the default limit (only the header is read here; decoding is stubbed out)."""
-    assert DEFAULT_MAX_IMAGE_PIXELS == 2 * PIL.Image.MAX_IMAGE_PIXELS
+def test_default_limit_bounds_what_is_decoded_at_full_size(write, monkeypatch):
+    """8000x8000 (the default limit) is opened; a 144 Mpixel PNG header is refused (only headers are read here:
+    decoding is stubbed out). A large JPEG counts the pixels of the reduced scale it is decoded at."""
+    assert DEFAULT_MAX_IMAGE_PIXELS == 8000 * 8000
 
     def stop_before_decoding(self):
         raise OSError("decoding stubbed out by the test")
@@ -226,7 +227,12 @@ def test_default_limit_is_twice_pillows(write, monkeypatch):
     monkeypatch.setattr(PIL.ImageFile.ImageFile, "load", stop_before_decoding)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        expect_error(png_declaring_size(12_000, 12_000), "corrupt or truncated", "decoding stubbed out by the test")
+        expect_error(png_declaring_size(8000, 8000), "corrupt or truncated", "decoding stubbed out by the test")
+        expect_error(png_declaring_size(12_000, 12_000), "12000x12000 = 144,000,000 pixels", "decompression bomb")
+    monkeypatch.undo()
+    jpeg = write("wide.jpg", encode(PIL.Image.new("RGB", (9000, 8000), (10, 200, 30)), "JPEG"))
+    image = load_image(jpeg)
+    assert max(image.size) <= 2048 and np.abs(np.asarray(image, dtype=float) - (10, 200, 30)).mean() < 3
 
 
 def test_decompression_bomb_over_pillows_hard_limit(write):

@@ -18,15 +18,30 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from transformers import AutoTokenizer, PreTrainedConfig, PreTrainedModel
 
 from .hub import prepare_for_push, remote_code_files
 from .image_processing_hsvlt import HSVLTImageProcessor
+from .images import DEFAULT_MAX_SIDE
 from .registry import Architecture, architectures_that, get_architecture
 from .weights import check_pretrained_name, check_state_dict, read_safetensors
 
 
 PICKLE_WEIGHT_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+#: Most labels a checkpoint's config may declare (transformers builds an `id2label` entry for each).
+MAX_NUM_LABELS = 100_000
+
+#: Most pixels a side of the model input may have: images are reduced to `images.DEFAULT_MAX_SIDE` when read, so a
+#: larger input would only upsample them (and a huge one would exhaust memory in preprocessing).
+MAX_INPUT_SIDE = DEFAULT_MAX_SIDE
+
+#: Config fields (at any depth) that count layers, and those that give widths: each layer holds at least one
+#: tensor and each width is a dimension of one, so a config asking for more than its weights file holds is refused
+#: before the model is built.
+_LAYER_COUNT_FIELDS = ("depths", "num_hidden_layers", "num_layers")
+_WIDTH_FIELD_SUFFIXES = ("hidden_size", "hidden_sizes", "intermediate_size", "embedding_size")
 
 
 def default_device() -> torch.device:
@@ -55,9 +70,12 @@ def checkpoint_architecture(name_or_path: str) -> Architecture:
         config_dict, _ = PreTrainedConfig.get_config_dict(name_or_path)
     except json.JSONDecodeError as error:
         raise ValueError(f"{name_or_path}/config.json is not valid JSON: {error}") from error
-    if not config_dict:
+    except (TypeError, AttributeError) as error:  # transformers reads it as a dict: `null`, a number, ...
+        raise ValueError(f"{name_or_path}/config.json must hold a JSON object ({error}).") from error
+    if config_dict is None or config_dict == {}:
         raise ValueError(f"{name_or_path} has no config.json: it is not a model checkpoint directory.")
-    model_type = config_dict.get("model_type")
+    check_config_dict(config_dict, name_or_path)
+    model_type = config_dict["model_type"]
     try:
         architecture = get_architecture(model_type)
     except ValueError as error:
@@ -77,6 +95,70 @@ def check_label_names(id2label, name_or_path: str) -> None:
                 f"{name_or_path}/config.json: id2label[{index}] must be a non-empty label name without surrounding "
                 f"spaces, got {name!r}."
             )
+
+
+def check_config_dict(config_dict, name_or_path: str) -> None:
+    """
+    Refuse, from `config.json` alone and before anything is built, a config that is not a JSON object, has no
+    `model_type`, declares more than `MAX_NUM_LABELS` labels (or a `num_labels` its `id2label` contradicts), an
+    `image_size` over `MAX_INPUT_SIDE`, or (for a local checkpoint) more layers or wider layers than its
+    `model.safetensors` holds tensors and tensor dimensions.
+    """
+    where = f"{name_or_path}/config.json"
+    if not isinstance(config_dict, dict):
+        raise ValueError(f"{where} must hold a JSON object, got {type(config_dict).__name__}.")
+    if not isinstance(config_dict.get("model_type"), str):
+        raise ValueError(f"{where} has no model_type (a string naming the architecture, e.g. 'hsvlt').")
+    num_labels, id2label = config_dict.get("num_labels"), config_dict.get("id2label")
+    declared = len(id2label) if isinstance(id2label, dict) else num_labels
+    if isinstance(declared, int) and not 0 < declared <= MAX_NUM_LABELS:
+        raise ValueError(f"{where} declares {declared:,} labels; expected 1 to {MAX_NUM_LABELS:,}.")
+    if isinstance(num_labels, int) and isinstance(id2label, dict) and num_labels != len(id2label):
+        raise ValueError(f"{where} has num_labels {num_labels:,} but {len(id2label):,} id2label entries.")
+    for field, value in _config_integers(config_dict):
+        if field == "image_size" and value > MAX_INPUT_SIDE:
+            raise ValueError(f"{where}: image_size {value:,} is over the largest input side, {MAX_INPUT_SIDE}.")
+    weights_file = Path(name_or_path, "model.safetensors")
+    if weights_file.is_file():
+        _check_config_fits_weights(config_dict, where, weights_file)
+
+
+def _config_integers(value, field: str = ""):
+    """`(field, integer)` of every integer in a config (nested configs and lists included; not the label maps)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key not in ("id2label", "label2id"):
+                yield from _config_integers(item, str(key))
+    elif isinstance(value, list):
+        for item in value:
+            yield from _config_integers(item, field)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        yield field, value
+
+
+def _check_config_fits_weights(config_dict: dict, where: str, weights_file: Path) -> None:
+    """Refuse a config with more layers than `weights_file` has tensors, or a width larger than any tensor
+    dimension in it (read from the file's header only; an unreadable file is named when the weights are loaded)."""
+    try:
+        with safe_open(str(weights_file), "pt") as weights:
+            shapes = [weights.get_slice(name).get_shape() for name in weights.keys()]
+    except (SafetensorError, OSError, ValueError):
+        return
+    largest_dimension = max((size for shape in shapes for size in shape), default=0)
+    layers = 0
+    for field, value in _config_integers(config_dict):
+        if field in _LAYER_COUNT_FIELDS:
+            layers += value
+        if field.endswith(_WIDTH_FIELD_SUFFIXES) and value > largest_dimension:
+            raise ValueError(
+                f"{where}: {field} {value:,} is larger than every tensor dimension of {weights_file.name} (at most "
+                f"{largest_dimension:,}): the config does not fit the weights."
+            )
+    if layers > len(shapes):
+        raise ValueError(
+            f"{where} asks for {layers:,} layers ({', '.join(_LAYER_COUNT_FIELDS)}), more than the {len(shapes):,} "
+            f"tensors of {weights_file.name}: the config does not fit the weights."
+        )
 
 
 def _refuse_pickle_only_directory(path: str) -> None:
@@ -120,7 +202,15 @@ def load_model(name_or_path: str, architecture: Architecture | None = None) -> P
     if problems:
         raise ValueError(f"{name_or_path}: the weights do not fit config.json: {problems}.")
     if is_open_vocabulary(architecture):
-        model.class_name_tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        try:
+            model.class_name_tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=False)
+        except ValueError as error:
+            if "trust_remote_code" not in str(error):
+                raise
+            raise ValueError(
+                f"{name_or_path}: its tokenizer_config.json names code to run (auto_map) instead of a tokenizer class "
+                "of transformers; the toolkit never runs a checkpoint's code."
+            ) from error
     return model
 
 
@@ -132,6 +222,20 @@ def is_open_vocabulary(architecture: Architecture) -> bool:
 def open_vocabulary_architectures() -> list[str]:
     """The registered architectures that score any class names (for messages naming them)."""
     return architectures_that(lambda architecture: architecture.open_vocabulary)
+
+
+def unknown_class_names(names: list[str], tokenizer) -> list[str]:
+    """The names made only of words the tokenizer does not know (every token is its unknown token): the text tower
+    sees them all as the same text, so they all score alike."""
+    unknown_id = getattr(tokenizer, "unk_token_id", None)
+    if unknown_id is None:
+        return []
+    unknown = []
+    for name in names:
+        ids = tokenizer(name, add_special_tokens=False)["input_ids"]
+        if ids and all(token == unknown_id for token in ids):
+            unknown.append(name)
+    return unknown
 
 
 def image_processor_for(architecture: Architecture, config: PreTrainedConfig) -> HSVLTImageProcessor:
@@ -191,6 +295,12 @@ def load_checkpoint(
         if os.path.isdir(name_or_path):  # the file is there (checked above): transformers found it unreadable
             raise ValueError(f"{name_or_path}/preprocessor_config.json cannot be read: {error}") from error
         processor = image_processor_for(architecture, model.config)
+    size = dict(processor.size or {})
+    if not all(isinstance(size.get(side), int) and 0 < size[side] <= MAX_INPUT_SIDE for side in ("height", "width")):
+        raise ValueError(
+            f"{name_or_path}/preprocessor_config.json: size must be {{'height', 'width'}} of 1 to {MAX_INPUT_SIDE} "
+            f"pixels, got {size}."
+        )
     return model, processor
 
 

@@ -5,8 +5,11 @@
 
 The page shows every label's score, a slider shifting every label's threshold (the checkpoint's calibrated
 thresholds, see `hsvlt-calibrate`, else 0.5; a toggle shows the raw 0.5 rule instead), and the prediction figure
-(`transformers_hsvlt.visualization.figures`) with each predicted label's heatmap (`label_heatmaps`, the default
-method and stage). The example images are the checkpoint's `examples/` folder, if it has one. For open-vocabulary
+(`transformers_hsvlt.visualization.figures`) with the heatmaps of the `MAX_HEATMAPS` best predicted labels
+(`label_heatmaps`, the default method and stage). Uploads are read as `hsvlt-predict` reads images
+(`transformers_hsvlt.images.load_image`: the same conversion of every mode, the same pixel limit, large images
+reduced while decoding), and are at most `MAX_UPLOAD_BYTES`. The example images are the checkpoint's `examples/`
+folder, if it has one. For open-vocabulary
 checkpoints (models with `set_class_names`), a text box sets the label names. Needs gradio and matplotlib
 (`pip install -e ".[demo]"`).
 """
@@ -20,6 +23,7 @@ import torch
 
 from .checkpoints import is_open_vocabulary, load_checkpoint
 from .image_processing_hsvlt import DEFAULT_THRESHOLD, calibrated_thresholds, decision_thresholds
+from .images import ImageLoadError, load_image
 from .inference import predict
 from .registry import get_architecture
 from .visualization.figures import figure_to_image, prediction_figure
@@ -30,6 +34,13 @@ __all__ = ["build_demo", "example_images", "launch"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 MAX_EXAMPLES = 12
+
+#: Largest file the page accepts (gradio's `max_file_size`); the pixels are capped by `load_image`.
+MAX_UPLOAD_BYTES = 50 * 2**20
+
+#: Predicted labels drawn with a heatmap, best first (one gradient pass and one panel each: a low threshold on
+#: thousands of labels must not make thousands).
+MAX_HEATMAPS = 8
 
 
 def _check_gradio() -> None:
@@ -64,14 +75,16 @@ def label_thresholds(names: list[str], calibrated: dict[str, float], shift: floa
 
 
 def _label_scores(model, processor, image: PIL.Image.Image, thresholds: np.ndarray):
-    """Every label's score, and the prediction (labels at or above their `thresholds`) with their heatmaps (none for
-    an architecture without feature maps)."""
+    """Every label's score, the prediction (labels at or above their `thresholds`, best first) and the number of
+    them; the prediction keeps the best `MAX_HEATMAPS` labels, with their heatmaps (none for an architecture without
+    feature maps)."""
     (prediction,) = predict(model, processor, [image], ["image"], threshold=None)
     scores = {label["label"]: label["score"] for label in prediction.labels}
-    prediction.labels = [label for label in prediction.labels if label["score"] >= thresholds[label["index"]]]
+    predicted = [label for label in prediction.labels if label["score"] >= thresholds[label["index"]]]
+    prediction.labels = predicted[:MAX_HEATMAPS]
     pixel_values = processor(images=[image], return_tensors="pt")["pixel_values"].to(model.device, model.dtype)
     add_label_heatmaps(model, pixel_values, [prediction], method=DEFAULT_METHOD, stage=DEFAULT_STAGE)
-    return scores, prediction
+    return scores, prediction, len(predicted)
 
 
 def _parse_class_names(text: str) -> list[str]:
@@ -81,12 +94,13 @@ def _parse_class_names(text: str) -> list[str]:
     return names
 
 
-def _summary(prediction, thresholds: np.ndarray) -> str:
+def _summary(prediction, num_predicted: int, thresholds: np.ndarray) -> str:
     rule = f"{thresholds[0]:.2f}" if np.all(thresholds == thresholds[0]) else "its label's threshold"
     if not prediction.labels:
         return f"No label scores {rule} or more."
     names = ", ".join(f"**{label['label']}** ({label['score']:.2f})" for label in prediction.labels)
-    return f"Predicted (score >= {rule}): {names}"
+    more = num_predicted - len(prediction.labels)
+    return f"Predicted (score >= {rule}): {names}" + (f" and {more} more" if more else "")
 
 
 def build_demo(model_name_or_path: str, device: str | torch.device | None = None):
@@ -104,19 +118,20 @@ def build_demo(model_name_or_path: str, device: str | torch.device | None = None
     calibrated = calibrated_thresholds(model.config)  # of the trained labels; open-vocabulary names may change
     base_rule = "each label's calibrated threshold" if calibrated else "0.5"
 
-    def run(image, shift, raw=False, class_names=None):
-        if image is None:
+    def run(image_path, shift, raw=False, class_names=None):
+        if image_path is None:
             return None, None, "Upload an image or pick an example."
-        if open_vocabulary:
-            try:
+        try:
+            if open_vocabulary:
                 model.set_class_names(_parse_class_names(class_names or ""), model.class_name_tokenizer)
-            except ValueError as error:
-                raise gr.Error(str(error)) from None
+            image = load_image(image_path)
+        except (ImageLoadError, ValueError) as error:
+            raise gr.Error(str(error)) from None
         names = [model.config.id2label[index] for index in range(model.config.num_labels)]
         thresholds = label_thresholds(names, calibrated, shift, raw)
-        scores, prediction = _label_scores(model, processor, image.convert("RGB"), thresholds)
+        scores, prediction, num_predicted = _label_scores(model, processor, image, thresholds)
         figure = figure_to_image(prediction_figure(image, prediction))
-        return scores, figure, _summary(prediction, thresholds)
+        return scores, figure, _summary(prediction, num_predicted, thresholds)
 
     title = f"{model.config.model_type.upper()} multi-label classifier"
     with gr.Blocks(title=title) as demo:
@@ -127,7 +142,9 @@ def build_demo(model_name_or_path: str, device: str | torch.device | None = None
         )
         with gr.Row():
             with gr.Column(scale=1):
-                image = gr.Image(type="pil", label="Image", sources=["upload", "clipboard"], height=320)
+                # a file path, read by `load_image` (gradio would convert a PIL image to RGB its own way)
+                image = gr.Image(type="filepath", image_mode=None, label="Image", sources=["upload", "clipboard"],
+                                 height=320)  # fmt: skip
                 threshold = gr.Slider(-0.5, 0.5, value=0.0, step=0.01, label=f"Threshold shift (from {base_rule})")
                 raw_rule = gr.Checkbox(False, label="Raw 0.5 rule", visible=bool(calibrated))
                 inputs = [image, threshold, raw_rule]
@@ -151,7 +168,8 @@ def build_demo(model_name_or_path: str, device: str | torch.device | None = None
 
 def launch(model: str, port: int | None = None, host: str | None = None, **launch_options):
     """Build the demo of `model` and serve it on `host:port` (gradio's defaults: 127.0.0.1, port 7860 or the
-    `GRADIO_SERVER_NAME` / `GRADIO_SERVER_PORT` environment variables); returns the demo."""
+    `GRADIO_SERVER_NAME` / `GRADIO_SERVER_PORT` environment variables), accepting files up to `MAX_UPLOAD_BYTES`
+    unless `max_file_size` is given; returns the demo."""
     demo = build_demo(model)
-    demo.launch(server_name=host, server_port=port, **launch_options)
+    demo.launch(server_name=host, server_port=port, **{"max_file_size": MAX_UPLOAD_BYTES, **launch_options})
     return demo

@@ -238,10 +238,10 @@ def _load_encoder(encoder: str | os.PathLike) -> tuple[PreTrainedModel, PreTrain
     """Load a text encoder and its tokenizer from a Hub id or directory."""
     check_pretrained_name(encoder, "The text encoder")
     with _naming_encoder_on_error(encoder):
-        model = AutoModel.from_pretrained(encoder)
+        model = AutoModel.from_pretrained(encoder, trust_remote_code=False)
     _check_text_model(model, encoder)
     with _naming_encoder_on_error(encoder):
-        tokenizer = AutoTokenizer.from_pretrained(encoder)
+        tokenizer = AutoTokenizer.from_pretrained(encoder, trust_remote_code=False)
     return model, tokenizer
 
 

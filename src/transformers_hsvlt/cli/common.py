@@ -30,13 +30,21 @@ errors of `@strict` configs (a config field of the wrong type in `config.json` o
 missing optional dependency of a feature (its message says what to install)."""
 
 
+MAX_ERROR_CHARS = 1000
+"""Longest error line printed; a longer one (a pasted list of names, a huge path) is cut in its middle."""
+
+
 def one_line(error: BaseException | str) -> str:
     """The message of an error on one line. Errors re-raised from a data-loader worker carry the worker's traceback:
     their last line is the error."""
     message = str(error).strip()
     if "Original Traceback" in message:
         message = message.splitlines()[-1].split(": ", 1)[-1]
-    return " ".join(message.split()) or type(error).__name__
+    message = " ".join(message.split()) or type(error).__name__
+    if len(message) > MAX_ERROR_CHARS:  # a huge name or value in it: keep the start and the end
+        half = MAX_ERROR_CHARS // 2
+        message = f"{message[:half]} [... {len(message) - 2 * half:,} characters cut ...] {message[-half:]}"
+    return message
 
 
 def fail(prog: str, error: BaseException | str) -> int:
@@ -72,10 +80,18 @@ class RuntimeArguments:
     )
 
 
+EXIT_INTERRUPTED = 130
+"""Ctrl-C (128 + SIGINT), as shells report it."""
+
+
 def run_command(prog: str, command: Callable[[], int]) -> int:
-    """Run a command body with the libraries quiet; bad input anywhere becomes a one-line error with exit code 2."""
+    """Run a command body with the libraries quiet; bad input anywhere becomes a one-line error with exit code 2, and
+    Ctrl-C one line with exit code 130 (commands that can say more, like `hsvlt-train`, catch it first)."""
     quiet_libraries()
     try:
         return command()
     except HANDLED_ERRORS as error:
         return fail(prog, error)
+    except KeyboardInterrupt:
+        tqdm.write(f"{prog}: interrupted (Ctrl-C).", file=sys.stderr)
+        return EXIT_INTERRUPTED

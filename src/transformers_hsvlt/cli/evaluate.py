@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
 
-from ..checkpoints import load_checkpoint, resolve_device
+from ..checkpoints import check_output_directory, load_checkpoint, resolve_device
 from ..data import DEFAULT_SPLITS, DataArguments, load_training_data
 from ..evaluation import check_writable, evaluate_all_classes, format_extras, format_metric_table, write_results
 from ..evaluation.metrics import format_swept_table, multilabel_metrics, swept_threshold_metrics
@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         resolve_device(eval_args.device)
         if eval_args.json:
             check_writable(eval_args.json)
+        if eval_args.plots:
+            check_output_directory(eval_args.plots, overwrite=True, flag="--plots")
         model, processor = load_checkpoint(extra.model, eval_args.device)
         split = load_training_data(data_args, seed=eval_args.seed)["eval"]
         result, extras = evaluate_all_classes(
@@ -117,7 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         if eval_args.plots:
             from ..visualization import save_evaluation_plots
 
-            save_evaluation_plots(eval_args.plots, result.scores, result.targets, result.class_names)
+            skipped = []
+            save_evaluation_plots(eval_args.plots, result.scores, result.targets, result.class_names, skipped=skipped)
+            for note in skipped:
+                print(f"{PROG}: note: {note}", file=sys.stderr)
         return EXIT_SUCCESS
 
     return run_command(PROG, command)

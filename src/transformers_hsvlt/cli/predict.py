@@ -27,13 +27,14 @@ from ..checkpoints import (
     load_checkpoint,
     open_vocabulary_architectures,
     resolve_device,
+    unknown_class_names,
 )
 from ..collection import CollectionArguments, Processes, tag_collection
 from ..images import DEFAULT_DOWNLOAD_SECONDS, DEFAULT_MAX_DOWNLOAD_BYTES, ImageLoadError, load_image
 from ..inference import predict
 from ..threads import set_threads
 from ..visualization import DEFAULT_METHOD, DEFAULT_STAGE, METHODS, save_prediction_figure, save_raw_maps, unique_stems
-from .common import EXIT_PARTIAL_FAILURE, EXIT_SUCCESS, RuntimeArguments, run_command
+from .common import EXIT_PARTIAL_FAILURE, EXIT_SUCCESS, RuntimeArguments, one_line, run_command
 
 
 PROG = "hsvlt-predict"
@@ -82,8 +83,11 @@ class PredictArguments:
     )
 
     def __post_init__(self):
-        if self.download_seconds <= 0 or self.max_download_mb <= 0:
-            raise ValueError("--download_seconds and --max_download_mb must be positive.")
+        if not (0 < self.download_seconds < math.inf and 0 < self.max_download_mb < math.inf):  # NaN too
+            raise ValueError(
+                f"--download_seconds and --max_download_mb must be positive numbers, got {self.download_seconds} and "
+                f"{self.max_download_mb}."
+            )
         if self.threshold is not None and (not 0 <= self.threshold <= 1 or math.isnan(self.threshold)):
             raise ValueError(f"--threshold must be in [0, 1], got {self.threshold}.")
         if self.top_k is not None and self.top_k < 1:
@@ -157,6 +161,8 @@ def label_names_argument(text: str) -> list[str]:
     names = [name.strip() for name in text.split(",")]
     if not all(names) or len(set(names)) != len(names):
         raise ValueError(f"--labels must be distinct, non-empty, comma-separated names, got {text!r}.")
+    if not all(name.isprintable() for name in names):
+        raise ValueError(f"--labels names must be printable (no newline, tab or control character), got {text!r}.")
     return names
 
 
@@ -173,7 +179,11 @@ def main(argv: list[str] | None = None) -> int:
             return tag_collection_command(extra.model, args, collection)
         model, processor = load_checkpoint(extra.model, args.device)
         if args.labels is not None:
-            model.set_class_names(label_names_argument(args.labels), model.class_name_tokenizer)
+            names = label_names_argument(args.labels)
+            model.set_class_names(names, model.class_name_tokenizer)
+            if unknown := unknown_class_names(names, model.class_name_tokenizer):
+                print(f"{PROG}: warning: {one_line(', '.join(unknown))}: made only of words the text encoder does not "
+                      "know, these names all score alike.", file=sys.stderr)  # fmt: skip
         sources, failures = expand_image_arguments(extra.images)
         stems = dict(zip(sources, unique_stems(sources)))
         printer = PredictionPrinter(args.json, args.threshold)
@@ -204,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                 failures += write_heatmaps(args.heatmaps, predictions, [image for _, image in loaded], stems)
         printer.close()
         for failure in failures:
-            print(f"{PROG}: {failure}", file=sys.stderr)
+            print(f"{PROG}: {one_line(failure)}", file=sys.stderr)
         return EXIT_PARTIAL_FAILURE if failures else EXIT_SUCCESS
 
     return run_command(PROG, command)

@@ -40,7 +40,7 @@ def load_hub_streaming(
 
     def convert(row: dict, index: int) -> dict:
         labels = decoder.encode(row[label_column], classes, f"{name} row {index} column {label_column!r}")
-        return {IMAGE_COLUMN: row[image_column], LABELS_COLUMN: labels}
+        return {IMAGE_COLUMN: _named_by_row(row[image_column], f"{name} row {index}"), LABELS_COLUMN: labels}
 
     converted = {}
     for split, dataset in splits.items():
@@ -50,6 +50,14 @@ def load_hub_streaming(
             convert, with_indices=True, remove_columns=removed, features=features
         ).cast_column(IMAGE_COLUMN, ImageFeature())
     return IterableDatasetDict(converted)
+
+
+def _named_by_row(image: dict, row: str) -> dict:
+    """An undecoded image whose embedded bytes carry no file name gets its row as `path`, which errors name (the
+    bytes are read, never the path, while there are bytes)."""
+    if image is None or image.get("bytes") is None or image.get("path"):
+        return image
+    return {**image, "path": row}
 
 
 def _stream_splits(name: str, load_dataset_kwargs: dict) -> dict[str, IterableDataset]:

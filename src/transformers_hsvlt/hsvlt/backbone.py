@@ -42,7 +42,12 @@ from ..configuration_hsvlt import HSVLTConfig
 from ..data.label_files import read_label_names
 from ..label_embeddings import load_label_embeddings
 from ..modeling_hsvlt import HSVLTForMultiLabelClassification, HSVLTModel
-from ..weights.state_dict import check_pretrained_name, load_state_dict_file, state_dict_differences
+from ..weights.state_dict import (
+    check_pretrained_name,
+    load_state_dict_file,
+    refusing_unsafe_pickles,
+    state_dict_differences,
+)
 from .conversion import UNUSED_KEY_PATTERN, rename_authors_key
 
 
@@ -203,7 +208,7 @@ def _resolve(source) -> _ConvNextWeights:
 
 def _from_pretrained(name: str) -> _ConvNextWeights:
     """A transformers ConvNeXt checkpoint (Hub id or directory), loaded with the class it was saved from."""
-    config = AutoConfig.from_pretrained(name)
+    config = AutoConfig.from_pretrained(name, trust_remote_code=False)
     if not isinstance(config, ConvNextConfig):
         raise ValueError(
             f"{name} is a {config.model_type!r} checkpoint; HSVLT's visual hierarchy needs a ConvNeXt (model_type "
@@ -211,7 +216,8 @@ def _from_pretrained(name: str) -> _ConvNextWeights:
         )
     with_head = "ConvNextForImageClassification" in (config.architectures or [])
     model_class = ConvNextForImageClassification if with_head else ConvNextModel
-    model = model_class.from_pretrained(name, config=config)
+    with refusing_unsafe_pickles(name):
+        model = model_class.from_pretrained(name, config=config)
     return _from_transformers_state_dict(model.state_dict(), name, config.hidden_act)
 
 

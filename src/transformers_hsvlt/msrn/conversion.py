@@ -37,7 +37,7 @@ from ..configuration_msrn import MSRNConfig
 from ..data.label_files import read_label_names
 from ..modeling_msrn import MSRNForMultiLabelClassification, MSRNModel
 from ..registry import LabelCooccurrence
-from ..weights.state_dict import check_state_dict, listed_keys, load_state_dict_file
+from ..weights.state_dict import check_state_dict, listed_keys, load_state_dict_file, refusing_unsafe_pickles
 from .label_graph import load_cooccurrence, load_word_vectors
 
 
@@ -134,7 +134,8 @@ def resnet_weights(source) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     path = Path(source)
     if path.is_file():
         return _renamed_resnet_state_dict(load_state_dict_file(path), str(path))
-    return resnet_weights(ResNetModel.from_pretrained(str(source)))
+    with refusing_unsafe_pickles(source):
+        return resnet_weights(ResNetModel.from_pretrained(str(source)))
 
 
 def _renamed_resnet_state_dict(

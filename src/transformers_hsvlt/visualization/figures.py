@@ -73,12 +73,13 @@ def upsample_map(heatmap: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def _display_image(image: PIL.Image.Image) -> PIL.Image.Image:
-    """The image in RGB, upsampled smoothly (bicubic) so its long side is at least `MIN_PANEL_SIDE` pixels."""
+    """The image in RGB, resized smoothly (bicubic) so its long side is at least `MIN_PANEL_SIDE` pixels and at most
+    `_MAX_PANEL_SIDE`, the most a panel shows: the heatmap overlays, made at this size, stay small for large images."""
     image = image.convert("RGB")
-    scale = MIN_PANEL_SIDE / max(image.size)
-    if scale <= 1:
+    scale = min(max(MIN_PANEL_SIDE / max(image.size), 1.0), _MAX_PANEL_SIDE / max(image.size))
+    if scale == 1:
         return image
-    size = (round(image.width * scale), round(image.height * scale))
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     return image.resize(size, PIL.Image.Resampling.BICUBIC)
 
 

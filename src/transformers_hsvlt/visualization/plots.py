@@ -20,6 +20,7 @@ from .figures import new_figure
 
 __all__ = [
     "THRESHOLDS",
+    "UndefinedPlotError",
     "plot_f1_against_threshold",
     "plot_per_class_ap",
     "plot_precision_recall",
@@ -93,6 +94,10 @@ def plot_precision_recall(scores, targets, class_names: Sequence[str]):
     return figure
 
 
+class UndefinedPlotError(ValueError):
+    """A plot the evaluated split does not define (e.g. F1 on a split without any positive label)."""
+
+
 def plot_f1_against_threshold(scores, targets, thresholds: Sequence[float] = THRESHOLDS):
     """CF1 and OF1 (the project's metric) at every threshold, with the best threshold of each marked."""
     f1 = {"CF1": [], "OF1": []}
@@ -100,6 +105,8 @@ def plot_f1_against_threshold(scores, targets, thresholds: Sequence[float] = THR
         results = multilabel_metrics(scores, targets, threshold=float(threshold))
         for key in f1:
             f1[key].append(results[key])
+    if not np.isfinite(f1["OF1"]).any():
+        raise UndefinedPlotError("F1 is undefined at every threshold (the split has no positive label)")
     figure, axes = new_figure(7, 4.5)
     axis = axes[0, 0]
     for key, colour, offset in (("CF1", "tab:blue", (6, 10)), ("OF1", "tab:orange", (6, -16))):
@@ -167,11 +174,17 @@ def plot_training_curves(trainer_state):
 
 
 def save_evaluation_plots(
-    directory: str | os.PathLike, scores, targets, class_names: Sequence[str], trainer_state=None
+    directory: str | os.PathLike,
+    scores,
+    targets,
+    class_names: Sequence[str],
+    trainer_state=None,
+    skipped: list[str] | None = None,
 ) -> list[Path]:
     """
     Write `per_class_ap.png`, `precision_recall.png`, `f1_threshold.png` and, with `trainer_state` (a dict or the
-    path of a `trainer_state.json`), `training_curves.png` to `directory`; returns their paths.
+    path of a `trainer_state.json`), `training_curves.png` to `directory`; returns their paths. A plot the split
+    does not define (`UndefinedPlotError`) raises, or, with a `skipped` list, is left out and noted in it.
     """
     scores, targets = np.asarray(scores, dtype=np.float64), np.asarray(targets)
     if scores.ndim != 2 or len(class_names) != scores.shape[1]:
@@ -181,14 +194,21 @@ def save_evaluation_plots(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     figures = {
-        "per_class_ap.png": plot_per_class_ap(scores, targets, class_names),
-        "precision_recall.png": plot_precision_recall(scores, targets, class_names),
-        "f1_threshold.png": plot_f1_against_threshold(scores, targets),
+        "per_class_ap.png": lambda: plot_per_class_ap(scores, targets, class_names),
+        "precision_recall.png": lambda: plot_precision_recall(scores, targets, class_names),
+        "f1_threshold.png": lambda: plot_f1_against_threshold(scores, targets),
     }
     if trainer_state is not None:
-        figures["training_curves.png"] = plot_training_curves(trainer_state)
+        figures["training_curves.png"] = lambda: plot_training_curves(trainer_state)
     paths = []
-    for name, figure in figures.items():
+    for name, plot in figures.items():
+        try:
+            figure = plot()
+        except UndefinedPlotError as error:
+            if skipped is None:
+                raise
+            skipped.append(f"{name} not written: {error}.")
+            continue
         figure.savefig(directory / name)
         paths.append(directory / name)
     return paths

@@ -9,6 +9,7 @@ from .state_dict import (
     listed_keys,
     load_state_dict_file,
     read_safetensors,
+    refusing_unsafe_pickles,
     state_dict_differences,
 )
 
@@ -20,5 +21,6 @@ __all__ = [
     "listed_keys",
     "load_state_dict_file",
     "read_safetensors",
+    "refusing_unsafe_pickles",
     "state_dict_differences",
 ]

@@ -22,6 +22,7 @@ from transformers import AutoTokenizer, CLIPModel, PreTrainedModel, PreTrainedTo
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImageResampling
 
 from ..configuration_clip_towers import CLIPTowersConfig
+from .state_dict import refusing_unsafe_pickles
 
 
 PAD_TOKEN, UNK_TOKEN, BOS_TOKEN, EOS_TOKEN = "[PAD]", "[UNK]", "<|startoftext|>", "<|endoftext|>"
@@ -95,8 +96,9 @@ def build_clip_classifier(
         tokenizer = word_level_clip_tokenizer([template.replace("{}", " "), *names])
         values["text_config"] = text_config_for_tokenizer(values.get("text_config") or {}, tokenizer)
     else:
-        clip = CLIPModel.from_pretrained(backbone)
-        tokenizer = AutoTokenizer.from_pretrained(backbone)
+        with refusing_unsafe_pickles(backbone):
+            clip = CLIPModel.from_pretrained(backbone)
+        tokenizer = AutoTokenizer.from_pretrained(backbone, trust_remote_code=False)
         values.update(
             vision_config=clip.config.vision_config.to_dict(),
             text_config=clip.config.text_config.to_dict(),

@@ -8,7 +8,8 @@ with `load_state_dict_file` (`.pth`/`.pt`/`.bin` through `torch.load(weights_onl
 
 import os
 import pickle
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,6 +110,20 @@ def check_pretrained_name(name: str | os.PathLike, what: str) -> None:
     )
     if looks_local:
         raise ValueError(f"{what} {text}: no such file or directory.")
+
+
+@contextmanager
+def refusing_unsafe_pickles(name: str | os.PathLike) -> Iterator[None]:
+    """Around `from_pretrained` of a backbone (a directory or Hub id whose weights may be a pickled
+    `pytorch_model.bin`): the refusal of `torch.load(weights_only=True)` becomes a one-line `ValueError` naming the
+    checkpoint instead of an `UnpicklingError` suggesting `weights_only=False`."""
+    try:
+        yield
+    except pickle.UnpicklingError as error:
+        raise ValueError(
+            f"{os.fspath(name)}: its pickled weights (pytorch_model.bin) hold objects other than tensors, which are "
+            "never unpickled (that could run code); use a checkpoint with model.safetensors."
+        ) from error
 
 
 def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
