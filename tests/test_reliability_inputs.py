@@ -91,7 +91,7 @@ def _demo_scores(url: str, path) -> dict:
     """Every label's score as the demo page shows it for an uploaded file (a real HTTP upload and request)."""
     from gradio_client import Client, handle_file
 
-    scores, _, _ = Client(url, verbose=False).predict(handle_file(str(path)), 0.5, api_name="/run")
+    scores, _, _ = Client(url, verbose=False).predict(handle_file(str(path)), 0.0, False, api_name="/run")
     return {entry["label"]: entry["confidence"] for entry in scores["confidences"]}
 
 
@@ -259,10 +259,10 @@ def test_demo_memory_on_decompression_sized_uploads(checkpoint, huge_png, larges
                     max_file_size=MAX_UPLOAD_BYTES)
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         try:
-            client.predict(handle_file(huge), 0.5, api_name="/run")
+            client.predict(handle_file(huge), 0.0, False, api_name="/run")
         except Exception as error:
             print("REFUSED", " ".join(str(error).split()))
-        scores, figure, summary = client.predict(handle_file(largest), 0.5, api_name="/run")
+        scores, figure, summary = client.predict(handle_file(largest), 0.0, False, api_name="/run")
         print("LABELS", len(scores["confidences"]))
         demo.close()
         """
@@ -334,7 +334,7 @@ def patchct_checkpoint(workdir):
     from clip_fixtures import clip_image_processor, tiny_model, tiny_tokenizer
 
     from transformers_hsvlt import hub
-    from transformers_hsvlt.patchct.modeling_patchct import PatchCTForMultiLabelClassification
+    from transformers_hsvlt.modeling_patchct import PatchCTForMultiLabelClassification
 
     tokenizer = tiny_tokenizer()
     model = tiny_model(PatchCTForMultiLabelClassification, tokenizer)
