@@ -141,5 +141,5 @@ def evaluate_all_classes(
             model.set_class_names(trained_names, model.class_name_tokenizer)
             model.config.label_thresholds = trained_thresholds
     unseen = set(class_names) - set(trained_names)
-    extras = {"chance_mAP": chance_level_map(dataset)}
+    extras = {"chance_mAP": chance_level_map(dataset) if (result.targets == 1).any() else None}  # None: no positive
     return result, {**extras, **(seen_and_unseen_map(result, trained_names) if relabel and unseen else {})}

@@ -35,7 +35,11 @@ def format_extras(extras: dict) -> str:
             f"labels the model was trained on: mAP {extras['mAP_seen']:.2f}; labels unseen in training: "
             f"mAP {extras['mAP_unseen']:.2f}"
         )
-    lines.append(f"chance-level mAP of this split: {extras['chance_mAP']:.2f}")
+    chance = extras["chance_mAP"]
+    lines.append(
+        "chance-level mAP of this split: "
+        + ("n/a (no image has a positive label)" if chance is None else f"{chance:.2f}")
+    )
     return "\n".join(lines)
 
 
