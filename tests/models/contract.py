@@ -246,7 +246,9 @@ class ModelContractTests:
         pixel_values = self.tester.pixel_values()
         torch.testing.assert_close(logits_of(model, pixel_values), logits_of(model, pixel_values), rtol=0, atol=0)
 
-    @pytest.mark.parametrize("dynamic_batch", [False, True], ids=["static", "dynamic"])
+    @pytest.mark.parametrize(
+        "dynamic_batch", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["static", "dynamic"]
+    )
     def test_torch_export_matches_eager(self, model, dynamic_batch):
         from transformers_hsvlt.export import ClassifierLogits
 
