@@ -200,4 +200,4 @@ def test_heatmaps_are_the_last_block_attention_of_the_chosen_stage(trained, stag
     np.testing.assert_allclose(heatmap, expected, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(heatmap.sum(), 1.0, rtol=1e-5)
     with pytest.raises(ValueError, match="stage must be stage indices in \\[-4, 3\\], got 4"):
-        predict(model, processor, [image], ["x"], heatmap_method="attention", heatmap_stage=4)
+        predict(model, processor, [image], ["x"], threshold=0, top_k=1, heatmap_method="attention", heatmap_stage=4)
