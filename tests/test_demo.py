@@ -96,6 +96,7 @@ def _playwright():
     return sync_playwright, executable
 
 
+@pytest.mark.slow
 def test_demo_in_a_browser(checkpoint):
     pytest.importorskip("gradio", reason="the demo needs gradio (pip install -e '.[demo]')")
     sync_playwright, executable = _playwright()

@@ -40,6 +40,7 @@ def test_export_with_dynamic_batch_matches_pytorch(tmp_path):
         assert expected.std() > 0.01
 
 
+@pytest.mark.slow
 def test_export_with_fixed_batch_and_image_size(tmp_path):
     torch.manual_seed(0)
     model = HSVLTForMultiLabelClassification(tiny_config(num_attention_heads=2, fold_label_attention=False))

@@ -299,9 +299,10 @@ def test_two_processes_take_the_same_steps_as_one(tmp_path):
             weights = load_file(checkpoint / "model.safetensors")
             for key, value in reference_weights.items():
                 # a step moves weights by ~lr = 1.7e-4; Adam's normalised step amplifies the summation-order noise
-                # of gradients near its eps: measured max |difference| 1.9e-8, tolerance 1e-7 (< 1e-3 of a step)
+                # of gradients near its eps: measured max |difference| 3.5e-7 (one weight of 18,432; 1.9e-8 before
+                # IVLA's documented initialisation ran), tolerance 1e-6 (< 1% of a step)
                 torch.testing.assert_close(
-                    weights[key], value, rtol=1e-6, atol=1e-7, msg=lambda text, n=name, k=key: f"{n} {k}: {text}"
+                    weights[key], value, rtol=1e-6, atol=1e-6, msg=lambda text, n=name, k=key: f"{n} {k}: {text}"
                 )
     model = HSVLTForMultiLabelClassification.from_pretrained(runs["two_processes"])
     assert list(model.config.id2label.values()) == list(DIGIT_CLASS_NAMES)

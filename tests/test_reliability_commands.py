@@ -515,6 +515,7 @@ def test_embed_labels_with_new_names(checkpoint, encoder_dir, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_heatmaps_of_images_with_the_same_file_name(checkpoint, images, tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="heatmap figures need matplotlib (the demo extra)")
     for folder in ("a", "b"):
         (tmp_path / folder).mkdir()
         shutil.copy(images[0], tmp_path / folder / "img.png")

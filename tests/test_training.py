@@ -113,6 +113,7 @@ def test_eval_cli_prints_the_metric_table(trained, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_predict_cli_table_json_heatmaps_and_unreadable_images(trained, tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="heatmap figures need matplotlib (the demo extra)")
     output_dir, _ = trained
     images = []
     for index, size in enumerate([(90, 60), (64, 64)]):

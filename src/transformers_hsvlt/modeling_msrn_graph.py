@@ -16,7 +16,9 @@ def normalized_adjacency(
     A label never seen (count 0) has no edges."""
     counts = label_counts.double()
     conditional = label_pair_counts.double() / counts.clamp(min=1)[:, None]
-    edges = (conditional >= threshold).double()
+    # The threshold as a float64 tensor: ONNX export would store a Python float as a float32 constant, and
+    # conditionals equal to the threshold (0.4 = 2 / 5) would fall below it.
+    edges = (conditional >= torch.tensor(threshold, dtype=torch.float64, device=counts.device)).double()
     adjacency = edges * reweight / (edges.sum(0, keepdim=True) + 1e-6)
     adjacency = adjacency + torch.eye(len(counts), dtype=torch.float64, device=counts.device)
     degree = torch.diag(adjacency.sum(1).pow(-0.5))

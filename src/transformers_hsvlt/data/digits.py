@@ -21,7 +21,6 @@ import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Value
 from datasets import Sequence as SequenceFeature
 from PIL import Image as PILImage
-from sklearn.datasets import load_digits
 
 from .features import multilabel_features
 
@@ -85,6 +84,8 @@ def build_digit_canvases(
         raise ValueError(f"digit_scale: expected 0 < low <= high <= 1 leaving a digit >= 1 px, got {digit_scale}")
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction: expected a value in (0, 1), got {test_fraction}")
+    from sklearn.datasets import load_digits  # imported here: scikit-learn costs half a second to import
+
     digits = load_digits()
     train_pool, test_pool = _split_sources(digits.target, test_fraction, np.random.default_rng([seed, 0]))
     layout = {

@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import precision_recall_curve
 
 from ..evaluation import multilabel_metrics
 from .figures import new_figure
@@ -64,6 +63,8 @@ def plot_per_class_ap(scores, targets, class_names: Sequence[str]):
 
 def plot_precision_recall(scores, targets, class_names: Sequence[str]):
     """The precision-recall curve of every class with a positive (thin grey), the best and the worst AP highlighted."""
+    from sklearn.metrics import precision_recall_curve  # imported here: the commands need it only for this plot
+
     scores, targets = np.asarray(scores, dtype=np.float64), np.asarray(targets)
     ap = _per_class_ap(scores, targets)
     figure, axes = new_figure(7, 6)
