@@ -150,6 +150,7 @@ ARCHITECTURE = Architecture(
     attention_maps=attention_maps,
     feature_maps=feature_maps,
     heatmap_stages=lambda config: NUM_LEVELS,
+    onnx_export=True,
     describe=describe,
     paper=Paper(
         title="MSRN",

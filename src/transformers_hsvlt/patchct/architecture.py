@@ -116,4 +116,5 @@ ARCHITECTURE = Architecture(
     # over them cannot run; gradient x input (on the pixels) only takes their grid
     heatmap_methods=("gradxinput", "attention"),
     heatmap_stages=lambda config: len(config.ct_layers),
+    onnx_export=True,
 )

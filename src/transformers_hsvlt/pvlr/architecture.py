@@ -114,4 +114,5 @@ ARCHITECTURE = Architecture(
     # over them cannot run; gradient x input (on the pixels) only takes their grid
     heatmap_methods=("gradxinput", "attention"),
     heatmap_stages=lambda config: 1,
+    onnx_export=True,
 )

@@ -1,14 +1,10 @@
 """HSVLT's model tester and the family contract."""
 
-import pytest
 import torch
 from conftest import tiny_config
 
 from models.contract import ModelContractTests, ModelTester, Uniform, fan_in
 from transformers_hsvlt import HSVLTForMultiLabelClassification
-
-
-ISSUE_21 = pytest.mark.xfail(strict=False, reason="HSVLT meta/label_gate: issue-21 branch")
 
 
 class HSVLTModelTester(ModelTester):
@@ -53,11 +49,3 @@ class HSVLTModelTester(ModelTester):
 
 class TestHSVLT(ModelContractTests):
     tester = HSVLTModelTester()
-
-    @ISSUE_21
-    def test_construction_on_the_meta_device_then_initialisation(self):
-        super().test_construction_on_the_meta_device_then_initialisation()
-
-    @ISSUE_21
-    def test_every_parameter_receives_a_gradient(self, model):
-        super().test_every_parameter_receives_a_gradient(model)
