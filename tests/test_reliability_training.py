@@ -317,7 +317,9 @@ def test_card_metrics_are_rounded_and_name_the_given_dataset(trained_run, tmp_pa
 def test_fine_tuning_msrn_on_other_labels_is_a_one_line_refusal(msrn_checkpoint, tmp_path, capsys):  # noqa: F811
     """MSRN's checkpoints cannot take other labels (their label graph is built from the training split)."""
     arguments = ["--model", "msrn", "--model_name_or_path", msrn_checkpoint, "--output_dir", tmp_path / "run"]
-    refused("hsvlt-train", [*ONE_STEP, *arguments], capsys, msrn_checkpoint, "msrn checkpoint", "own 4 labels")
+    refused(
+        "hsvlt-train", [*ONE_STEP, *arguments], capsys, msrn_checkpoint, "msrn models have a fixed label set (4 labels)"
+    )
     assert not (tmp_path / "run").exists()
 
 

@@ -100,13 +100,6 @@ def build_model(
                 f"--model_name_or_path {model_args.model_name_or_path} is a {model.config.model_type} checkpoint, "
                 f"but --model is {architecture.name}."
             )
-        relabelled = model_args.label_embeddings or list(model.config.id2label.values()) != class_names
-        if relabelled and not hasattr(model, "set_label_embeddings"):
-            raise ValueError(
-                f"--model_name_or_path {model_args.model_name_or_path}: a {architecture.name} checkpoint is fine-tuned "
-                f"on its own {model.config.num_labels} labels in their order (new labels or --label_embeddings are "
-                "not supported for it); train a new model for other labels."
-            )
         # a given --label_embeddings file is checked against the checkpoint and used even for the same class names
         if model_args.label_embeddings or list(model.config.id2label.values()) != class_names:
             relabel_checkpoint(architecture, model, class_names, model_args, seed)
