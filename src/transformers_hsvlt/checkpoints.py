@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import torch
@@ -381,6 +381,7 @@ def write_checkpoint(
     image_processor: HSVLTImageProcessor,
     output_dir: str | os.PathLike,
     write_extras: Callable[[Path], None] | None = None,
+    keep: Collection[str] = (),
     **card_kwargs,
 ) -> Path:
     """
@@ -389,8 +390,9 @@ def write_checkpoint(
     filesystem, even when it is a mounted volume) first, then moved into place. The entries of a previous checkpoint
     that the new one does not write are removed (see `previous_checkpoint_entries`); every other entry of
     `output_dir` (a training run's `checkpoint-*` directories and record, the user's files) is left alone.
-    `write_extras(directory)` adds files of the caller's (results, examples, plots) to the staged checkpoint. On
-    failure `output_dir` is untouched.
+    `write_extras(directory)` adds files of the caller's (results, examples, plots) to the staged checkpoint; entries
+    named in `keep` are left as they are when the new checkpoint does not write them (`hsvlt-calibrate` keeps a
+    trained checkpoint's results, examples and plots). On failure `output_dir` is untouched.
     """
     output_dir = Path(output_dir)
     created = not output_dir.exists()
@@ -401,7 +403,7 @@ def write_checkpoint(
         if write_extras is not None:
             write_extras(staging)
         written = {entry.name for entry in staging.iterdir()}
-        for name in sorted(previous_checkpoint_entries(output_dir) - written):
+        for name in sorted(previous_checkpoint_entries(output_dir) - written - set(keep)):
             remove_entry(output_dir / name)
         for entry in staging.iterdir():
             target = output_dir / entry.name
