@@ -9,6 +9,7 @@ the pipeline and the CLI agreeing on 16-bit and transparent images (tests/test_p
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -487,6 +488,20 @@ def test_duplicate_label_names_in_a_config_are_refused(checkpoint, copy_of, imag
     edit_json(broken / "config.json", id2label={str(index): "seven" if index == 3 else name
                                                 for index, name in enumerate(DIGITS)})  # fmt: skip
     refused("hsvlt-predict", [broken, images[0]], capsys, "id2label", "seven")
+
+
+@pytest.mark.parametrize("prog", sorted(COMMANDS))
+def test_help_states_each_default_once(prog, capsys):
+    """No option reads "(default: the preset's). (default: None)": a help text that states its default gets no
+    appended "(default: X)"; the others do."""
+    with pytest.raises(SystemExit) as exited:
+        COMMANDS[prog].main(["--help"])
+    assert exited.value.code == 0
+    help_text = capsys.readouterr().out.split("options:", 1)[1]
+    options = [option for option in re.split(r"\n(?=  -)", help_text) if option.strip()]
+    stated = {option.split()[0]: re.findall(r"\(default[: ]|\bdefault:", option, re.IGNORECASE) for option in options}
+    assert {name: len(found) for name, found in stated.items() if len(found) > 1} == {}
+    assert sum(len(found) == 1 for found in stated.values()) > len(options) / 2  # the others still show theirs
 
 
 # ---- 6. relabelling writes a complete checkpoint and says which labels are new --------------------------------------

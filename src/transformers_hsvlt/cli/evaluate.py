@@ -13,7 +13,7 @@ from ..data import DataArguments, load_training_data
 from ..evaluation import check_writable, evaluate_all_classes, format_extras, format_metric_table, write_results
 from ..evaluation.metrics import format_swept_table, swept_threshold_metrics
 from ..threads import set_threads
-from .common import EXIT_SUCCESS, RuntimeArguments, run_command
+from .common import EXIT_SUCCESS, DefaultOnceHelpFormatter, RuntimeArguments, run_command
 
 
 PROG = "hsvlt-eval"
@@ -67,7 +67,10 @@ class EvalArguments:
 
 def build_parser() -> HfArgumentParser:
     parser = HfArgumentParser(
-        (EvalArguments, DataArguments, RuntimeArguments), prog=PROG, description=__doc__.splitlines()[0]
+        (EvalArguments, DataArguments, RuntimeArguments),
+        prog=PROG,
+        description=__doc__.splitlines()[0],
+        formatter_class=DefaultOnceHelpFormatter,
     )
     parser.add_argument("model", help="A family checkpoint directory or Hub id.")
     return parser

@@ -28,7 +28,7 @@ from ..images import DEFAULT_DOWNLOAD_SECONDS, DEFAULT_MAX_DOWNLOAD_BYTES, Image
 from ..inference import predict
 from ..threads import set_threads
 from ..visualization import DEFAULT_METHOD, DEFAULT_STAGE, METHODS, save_prediction_figure, save_raw_maps, unique_stems
-from .common import EXIT_PARTIAL_FAILURE, EXIT_SUCCESS, RuntimeArguments, run_command
+from .common import EXIT_PARTIAL_FAILURE, EXIT_SUCCESS, DefaultOnceHelpFormatter, RuntimeArguments, run_command
 
 
 PROG = "hsvlt-predict"
@@ -88,7 +88,12 @@ class PredictArguments:
 
 
 def build_parser() -> HfArgumentParser:
-    parser = HfArgumentParser((PredictArguments, RuntimeArguments), prog=PROG, description=__doc__.splitlines()[0])
+    parser = HfArgumentParser(
+        (PredictArguments, RuntimeArguments),
+        prog=PROG,
+        description=__doc__.splitlines()[0],
+        formatter_class=DefaultOnceHelpFormatter,
+    )
     parser.add_argument("model", help="A family checkpoint directory or Hub id.")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="Image paths, globs or http(s) URLs.")
     return parser
