@@ -41,6 +41,7 @@ from transformers_hsvlt.images import load_image
 from transformers_hsvlt.registry import LabelCooccurrence, LabelSide, get_architecture
 from transformers_hsvlt.training import run as train_run
 from transformers_hsvlt.training.resume import checkpoint_missing_files
+from transformers_hsvlt.visualization import figures
 
 
 DIGITS = list(DIGIT_CLASS_NAMES)
@@ -561,6 +562,25 @@ def test_heatmaps_into_a_non_empty_directory_need_the_overwrite_flag(checkpoint,
     code, out, err = run("hsvlt-predict", [*arguments, "--overwrite_output_dir"], capsys)
     assert code == 0 and str(images[0]) in out, err
     assert set(heatmaps.iterdir()) == set(written)
+
+
+def test_heatmap_figures_of_examples_show_their_true_labels(checkpoint, images, tmp_path, capsys, monkeypatch):
+    """An image named as training's examples (`00_one-four.png`) gets a figure with its true labels (and so the
+    missed ones, see tests/test_visualization.py); an image of any other name, a figure without."""
+    example = tmp_path / f"00_{DIGITS[1]}-{DIGITS[4]}.png"
+    shutil.copy(images[0], example)
+    truths = {}
+
+    def prediction_figure(image, prediction, ground_truth=None):
+        truths[os.path.basename(prediction.source)] = ground_truth
+        return draw(image, prediction, ground_truth)
+
+    draw = figures.prediction_figure
+    monkeypatch.setattr(figures, "prediction_figure", prediction_figure)
+    code, _, err = run("hsvlt-predict", [checkpoint, example, images[1], "--heatmaps", tmp_path / "maps"], capsys)
+    assert code == 0, err
+    assert truths == {example.name: [DIGITS[1], DIGITS[4]], images[1].name: None}
+    assert (tmp_path / "maps" / f"{example.stem}.png").is_file()
 
 
 def test_unwritable_heatmaps_lose_no_prediction(checkpoint, images, tmp_path, capsys):

@@ -25,6 +25,7 @@ from transformers_hsvlt.visualization.gradcam import (
 matplotlib = pytest.importorskip("matplotlib", reason="figures and plots need matplotlib (the demo extra)")
 from transformers_hsvlt.visualization.figures import (  # noqa: E402
     MIN_PANEL_SIDE,
+    labels_in_file_name,
     prediction_figure,
     save_prediction_figure,
     save_raw_maps,
@@ -273,3 +274,19 @@ def test_missing_matplotlib_names_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ImportError, match=r'pip install -e "\.\[demo\]"'):
         prediction_figure(PIL.Image.new("RGB", (8, 8)), _prediction([], {}))
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("hsvlt-digits/examples/00_one-four-five.png", ["one", "four", "five"]),
+        ("examples/07_none.png", []),
+        ("https://example.com/x/03_five-seven.jpg?raw=1", ["five", "seven"]),
+        ("photo.png", None),  # not an example's name
+        ("00_one-eleven.png", None),  # a label the model does not have
+        ("one-two.png", None),
+    ],
+)
+def test_true_labels_from_an_examples_file_name(source, expected):
+    names = ["one", "two", "four", "five", "seven"]
+    assert labels_in_file_name(source, names) == expected
