@@ -32,8 +32,10 @@ from transformers_hsvlt.visualization.figures import (  # noqa: E402
     unique_stems,
 )
 from transformers_hsvlt.visualization.plots import (  # noqa: E402
+    plot_f1_against_threshold,
     plot_per_class_ap,
     plot_precision_recall,
+    plot_training_curves,
     save_evaluation_plots,
 )
 
@@ -262,6 +264,26 @@ def test_evaluation_plots_content(tmp_path, evaluation):
     assert len(pr_axis.lines) == 4  # the classes with a positive
     assert {text.get_text().split(":")[0] for text in pr_axis.get_legend().get_texts()} == {"best", "worst"}
     assert len(save_evaluation_plots(tmp_path / "no_state", scores, targets, names)) == 3
+
+
+def test_training_curves_label_their_axes_and_count_whole_epochs(evaluation):
+    state = {"log_history": [{"epoch": float(epoch), "eval_loss": 1 / epoch, "eval_mAP": 50 + epoch} for epoch in
+                             range(1, 4)]}  # fmt: skip
+    figure = plot_training_curves(state)
+    loss_axis, map_axis = figure.axes
+    assert (loss_axis.get_ylabel(), map_axis.get_ylabel()) == ("loss", "mAP (%)")
+    figure.canvas.draw()
+    for axis in (loss_axis, map_axis):
+        ticks = [tick for tick in axis.get_xticks() if axis.get_xlim()[0] <= tick <= axis.get_xlim()[1]]
+        assert ticks and all(float(tick).is_integer() for tick in ticks), ticks
+
+
+def test_f1_plot_says_when_cf1_and_of1_overlap(evaluation):
+    scores, targets, _ = evaluation
+    notes = [text.get_text() for text in plot_f1_against_threshold(scores[:, :1], targets[:, :1]).axes[0].texts]
+    assert any(note.startswith("CF1 and OF1 overlap") for note in notes)  # one class: CF1 = OF1
+    notes = [text.get_text() for text in plot_f1_against_threshold(scores, targets).axes[0].texts]
+    assert not any(note.startswith("CF1 and OF1 overlap") for note in notes)
 
 
 def test_plots_refuse_mismatched_class_names(tmp_path, evaluation):
