@@ -23,7 +23,11 @@ from .visualization.figures import figure_to_image, prediction_figure
 from .visualization.gradcam import DEFAULT_METHOD, DEFAULT_STAGE, METHOD_NAMES, add_label_heatmaps
 
 
-__all__ = ["build_demo", "example_images", "launch"]
+__all__ = ["DEMO_CSS", "build_demo", "example_images", "launch"]
+
+DEMO_CSS = "#input-image img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"
+"""The page's style (`launch(css=DEMO_CSS)`): the input image fills its box, so a 64x64 canvas shows at the box's
+size, pixels kept sharp, instead of 64 pixels wide."""
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 MAX_EXAMPLES = 12
@@ -112,7 +116,9 @@ def build_demo(model_name_or_path: str, device: str | torch.device | None = None
         )
         with gr.Row():
             with gr.Column(scale=1):
-                image = gr.Image(type="pil", label="Image", sources=["upload", "clipboard"], height=320)
+                image = gr.Image(
+                    type="pil", label="Image", sources=["upload", "clipboard"], height=320, elem_id="input-image"
+                )
                 threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="Threshold")
                 inputs = [image, threshold]
                 if open_vocabulary:
@@ -136,5 +142,5 @@ def launch(model: str, port: int | None = None, host: str | None = None, **launc
     """Build the demo of `model` and serve it on `host:port` (gradio's defaults: 127.0.0.1, port 7860 or the
     `GRADIO_SERVER_NAME` / `GRADIO_SERVER_PORT` environment variables); returns the demo."""
     demo = build_demo(model)
-    demo.launch(server_name=host, server_port=port, **launch_options)
+    demo.launch(server_name=host, server_port=port, css=DEMO_CSS, **launch_options)
     return demo
