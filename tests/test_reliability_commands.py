@@ -52,6 +52,7 @@ TINY_RUN = [
     "--save_strategy", "steps", "--save_steps", "1", "--eval_strategy", "no", "--load_best_model_at_end", "false",
     "--per_device_train_batch_size", "4", "--dataloader_num_workers", "0", "--quiet",
     "--random_label_embedding_size", str(LABEL_WIDTH), *TINY_MODEL,
+    "--threads", "1",  # as `_one_thread`: tiny models run fastest on one thread
 ]  # fmt: skip
 COMMANDS = {
     "hsvlt-train": train_cli,
