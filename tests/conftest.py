@@ -37,6 +37,15 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _keep_thread_count():
+    """The commands set torch's thread count (`--threads auto`, the default): a test that runs one in this process
+    leaves the count as it found it."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def assert_same_update(before: dict, after: dict, expected_after: dict) -> None:
     """`after - before` equals `expected_after - before` for every floating-point tensor of `expected_after`, at any
     thread count. Comparing the updates (not the weights) sees a factor 2 on a small update. Two roundings bound the

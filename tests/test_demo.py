@@ -100,11 +100,11 @@ def _playwright():
 def test_demo_in_a_browser(checkpoint):
     pytest.importorskip("gradio", reason="the demo needs gradio (pip install -e '.[demo]')")
     sync_playwright, executable = _playwright()
-    from transformers_hsvlt.demo import build_demo
+    from transformers_hsvlt.demo import DEMO_CSS, build_demo
 
     demo = build_demo(str(checkpoint), device="cpu")
     port = _free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, css=DEMO_CSS)
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
@@ -120,6 +120,8 @@ def test_demo_in_a_browser(checkpoint):
             figure.wait_for(timeout=60_000)
             box = figure.bounding_box()
             assert box is not None and box["width"] > 200 and box["height"] > 100
+            uploaded = page.locator("#input-image img").first.bounding_box()  # the 48x48 example, at a visible size
+            assert uploaded is not None and min(uploaded["width"], uploaded["height"]) >= 200, uploaded
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "demo.png"), full_page=True)
             browser.close()

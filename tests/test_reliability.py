@@ -52,6 +52,7 @@ TINY_RUN = [
     "--load_best_model_at_end", "false",
     "--logging_strategy", "steps",
     "--logging_steps", "1",
+    "--threads", "1",  # as `_environment`: hsvlt-train's default (auto, the idle CPUs) would vary between the runs
 ]  # fmt: skip
 TRAIN_MODULE = [sys.executable, "-m", "transformers_hsvlt.cli.train"]
 SUBPROCESS_TIMEOUT = 600

@@ -9,6 +9,7 @@ the pipeline and the CLI agreeing on 16-bit and transparent images (tests/test_p
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -40,6 +41,7 @@ from transformers_hsvlt.images import load_image
 from transformers_hsvlt.registry import LabelCooccurrence, LabelSide, get_architecture
 from transformers_hsvlt.training import run as train_run
 from transformers_hsvlt.training.resume import checkpoint_missing_files
+from transformers_hsvlt.visualization import figures
 
 
 DIGITS = list(DIGIT_CLASS_NAMES)
@@ -50,6 +52,7 @@ TINY_RUN = [
     "--save_strategy", "steps", "--save_steps", "1", "--eval_strategy", "no", "--load_best_model_at_end", "false",
     "--per_device_train_batch_size", "4", "--dataloader_num_workers", "0", "--quiet",
     "--random_label_embedding_size", str(LABEL_WIDTH), *TINY_MODEL,
+    "--threads", "1",  # as `_one_thread`: tiny models run fastest on one thread
 ]  # fmt: skip
 COMMANDS = {
     "hsvlt-train": train_cli,
@@ -489,6 +492,20 @@ def test_duplicate_label_names_in_a_config_are_refused(checkpoint, copy_of, imag
     refused("hsvlt-predict", [broken, images[0]], capsys, "id2label", "seven")
 
 
+@pytest.mark.parametrize("prog", sorted(COMMANDS))
+def test_help_states_each_default_once(prog, capsys):
+    """No option reads "(default: the preset's). (default: None)": a help text that states its default gets no
+    appended "(default: X)"; the others do."""
+    with pytest.raises(SystemExit) as exited:
+        COMMANDS[prog].main(["--help"])
+    assert exited.value.code == 0
+    help_text = capsys.readouterr().out.split("options:", 1)[1]
+    options = [option for option in re.split(r"\n(?=  -)", help_text) if option.strip()]
+    stated = {option.split()[0]: re.findall(r"\(default[: ]|\bdefault:", option, re.IGNORECASE) for option in options}
+    assert {name: len(found) for name, found in stated.items() if len(found) > 1} == {}
+    assert sum(len(found) == 1 for found in stated.values()) > len(options) / 2  # the others still show theirs
+
+
 # ---- 6. relabelling writes a complete checkpoint and says which labels are new --------------------------------------
 
 
@@ -548,6 +565,25 @@ def test_heatmaps_into_a_non_empty_directory_need_the_overwrite_flag(checkpoint,
     code, out, err = run("hsvlt-predict", [*arguments, "--overwrite_output_dir"], capsys)
     assert code == 0 and str(images[0]) in out, err
     assert set(heatmaps.iterdir()) == set(written)
+
+
+def test_heatmap_figures_of_examples_show_their_true_labels(checkpoint, images, tmp_path, capsys, monkeypatch):
+    """An image named as training's examples (`00_one-four.png`) gets a figure with its true labels (and so the
+    missed ones, see tests/test_visualization.py); an image of any other name, a figure without."""
+    example = tmp_path / f"00_{DIGITS[1]}-{DIGITS[4]}.png"
+    shutil.copy(images[0], example)
+    truths = {}
+
+    def prediction_figure(image, prediction, ground_truth=None):
+        truths[os.path.basename(prediction.source)] = ground_truth
+        return draw(image, prediction, ground_truth)
+
+    draw = figures.prediction_figure
+    monkeypatch.setattr(figures, "prediction_figure", prediction_figure)
+    code, _, err = run("hsvlt-predict", [checkpoint, example, images[1], "--heatmaps", tmp_path / "maps"], capsys)
+    assert code == 0, err
+    assert truths == {example.name: [DIGITS[1], DIGITS[4]], images[1].name: None}
+    assert (tmp_path / "maps" / f"{example.stem}.png").is_file()
 
 
 def test_unwritable_heatmaps_lose_no_prediction(checkpoint, images, tmp_path, capsys):

@@ -11,13 +11,6 @@ from transformers_hsvlt.cli.common import RuntimeArguments
 from transformers_hsvlt.training import parse_train_arguments
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    count = torch.get_num_threads()
-    yield
-    torch.set_num_threads(count)
-
-
 @pytest.mark.parametrize("idle, processes, expected", [(2, 1, 2), (1, 1, 1), (4, 2, 2), (1, 2, 1)])
 def test_auto_takes_the_idle_cpus_shared_by_the_processes(monkeypatch, idle, processes, expected):
     monkeypatch.setattr(threads, "idle_cpus", lambda: idle)

@@ -25,14 +25,17 @@ from transformers_hsvlt.visualization.gradcam import (
 matplotlib = pytest.importorskip("matplotlib", reason="figures and plots need matplotlib (the demo extra)")
 from transformers_hsvlt.visualization.figures import (  # noqa: E402
     MIN_PANEL_SIDE,
+    labels_in_file_name,
     prediction_figure,
     save_prediction_figure,
     save_raw_maps,
     unique_stems,
 )
 from transformers_hsvlt.visualization.plots import (  # noqa: E402
+    plot_f1_against_threshold,
     plot_per_class_ap,
     plot_precision_recall,
+    plot_training_curves,
     save_evaluation_plots,
 )
 
@@ -263,6 +266,26 @@ def test_evaluation_plots_content(tmp_path, evaluation):
     assert len(save_evaluation_plots(tmp_path / "no_state", scores, targets, names)) == 3
 
 
+def test_training_curves_label_their_axes_and_count_whole_epochs(evaluation):
+    state = {"log_history": [{"epoch": float(epoch), "eval_loss": 1 / epoch, "eval_mAP": 50 + epoch} for epoch in
+                             range(1, 4)]}  # fmt: skip
+    figure = plot_training_curves(state)
+    loss_axis, map_axis = figure.axes
+    assert (loss_axis.get_ylabel(), map_axis.get_ylabel()) == ("loss", "mAP (%)")
+    figure.canvas.draw()
+    for axis in (loss_axis, map_axis):
+        ticks = [tick for tick in axis.get_xticks() if axis.get_xlim()[0] <= tick <= axis.get_xlim()[1]]
+        assert ticks and all(float(tick).is_integer() for tick in ticks), ticks
+
+
+def test_f1_plot_says_when_cf1_and_of1_overlap(evaluation):
+    scores, targets, _ = evaluation
+    notes = [text.get_text() for text in plot_f1_against_threshold(scores[:, :1], targets[:, :1]).axes[0].texts]
+    assert any(note.startswith("CF1 and OF1 overlap") for note in notes)  # one class: CF1 = OF1
+    notes = [text.get_text() for text in plot_f1_against_threshold(scores, targets).axes[0].texts]
+    assert not any(note.startswith("CF1 and OF1 overlap") for note in notes)
+
+
 def test_plots_refuse_mismatched_class_names(tmp_path, evaluation):
     scores, targets, names = evaluation
     with pytest.raises(ValueError, match="class_names"):
@@ -273,3 +296,19 @@ def test_missing_matplotlib_names_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ImportError, match=r'pip install -e "\.\[demo\]"'):
         prediction_figure(PIL.Image.new("RGB", (8, 8)), _prediction([], {}))
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("hsvlt-digits/examples/00_one-four-five.png", ["one", "four", "five"]),
+        ("examples/07_none.png", []),
+        ("https://example.com/x/03_five-seven.jpg?raw=1", ["five", "seven"]),
+        ("photo.png", None),  # not an example's name
+        ("00_one-eleven.png", None),  # a label the model does not have
+        ("one-two.png", None),
+    ],
+)
+def test_true_labels_from_an_examples_file_name(source, expected):
+    names = ["one", "two", "four", "five", "seven"]
+    assert labels_in_file_name(source, names) == expected

@@ -30,7 +30,11 @@ from .visualization.figures import figure_to_image, prediction_figure
 from .visualization.gradcam import DEFAULT_METHOD, DEFAULT_STAGE, METHOD_NAMES, add_label_heatmaps
 
 
-__all__ = ["build_demo", "example_images", "launch"]
+__all__ = ["DEMO_CSS", "build_demo", "example_images", "launch"]
+
+DEMO_CSS = "#input-image img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"
+"""The page's style (`launch(css=DEMO_CSS)`): the input image fills its box, so a 64x64 canvas shows at the box's
+size, pixels kept sharp, instead of 64 pixels wide."""
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 MAX_EXAMPLES = 12
@@ -143,8 +147,14 @@ def build_demo(model_name_or_path: str, device: str | torch.device | None = None
         with gr.Row():
             with gr.Column(scale=1):
                 # a file path, read by `load_image` (gradio would convert a PIL image to RGB its own way)
-                image = gr.Image(type="filepath", image_mode=None, label="Image", sources=["upload", "clipboard"],
-                                 height=320)  # fmt: skip
+                image = gr.Image(
+                    type="filepath",
+                    image_mode=None,
+                    label="Image",
+                    sources=["upload", "clipboard"],
+                    height=320,
+                    elem_id="input-image",
+                )
                 threshold = gr.Slider(-0.5, 0.5, value=0.0, step=0.01, label=f"Threshold shift (from {base_rule})")
                 raw_rule = gr.Checkbox(False, label="Raw 0.5 rule", visible=bool(calibrated))
                 inputs = [image, threshold, raw_rule]
@@ -171,5 +181,7 @@ def launch(model: str, port: int | None = None, host: str | None = None, **launc
     `GRADIO_SERVER_NAME` / `GRADIO_SERVER_PORT` environment variables), accepting files up to `MAX_UPLOAD_BYTES`
     unless `max_file_size` is given; returns the demo."""
     demo = build_demo(model)
-    demo.launch(server_name=host, server_port=port, **{"max_file_size": MAX_UPLOAD_BYTES, **launch_options})
+    demo.launch(
+        server_name=host, server_port=port, css=DEMO_CSS, **{"max_file_size": MAX_UPLOAD_BYTES, **launch_options}
+    )
     return demo

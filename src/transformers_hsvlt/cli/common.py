@@ -8,8 +8,10 @@
 """
 
 import logging
+import re
 import sys
 import warnings
+from argparse import ArgumentDefaultsHelpFormatter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -82,6 +84,19 @@ class RuntimeArguments:
 
 EXIT_INTERRUPTED = 130
 """Ctrl-C (128 + SIGINT), as shells report it."""
+STATED_DEFAULT = re.compile(r"\bdefault\b(:| depends| \d)", re.IGNORECASE)
+"""How a help text states its default itself: "(default: the preset's)", "Default: on, ...", "(default 0.5)"."""
+
+
+class DefaultOnceHelpFormatter(ArgumentDefaultsHelpFormatter):
+    """`HfArgumentParser`'s help formatter, which appends "(default: X)" to every option, except to the options whose
+    help states its default already (a default of None that means "the preset's" would read "(default: the
+    preset's). (default: None)")."""
+
+    def _get_help_string(self, action):
+        if STATED_DEFAULT.search(action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def run_command(prog: str, command: Callable[[], int]) -> int:

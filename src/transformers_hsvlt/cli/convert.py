@@ -17,7 +17,7 @@ from transformers import HfArgumentParser
 
 from ..checkpoints import check_output_directory, convert_checkpoint
 from ..registry import architecture_names
-from .common import EXIT_SUCCESS, run_command
+from .common import EXIT_SUCCESS, DefaultOnceHelpFormatter, run_command
 
 
 PROG = "hsvlt-convert"
@@ -41,7 +41,12 @@ class ConvertArguments:
 
 
 def build_parser() -> HfArgumentParser:
-    parser = HfArgumentParser(ConvertArguments, prog=PROG, description=__doc__.strip().splitlines()[0])
+    parser = HfArgumentParser(
+        ConvertArguments,
+        prog=PROG,
+        description=__doc__.strip().splitlines()[0],
+        formatter_class=DefaultOnceHelpFormatter,
+    )
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="The authors' checkpoint (.pth / .pth.tar).")
     return parser
 

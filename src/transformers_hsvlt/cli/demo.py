@@ -25,13 +25,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hsvlt-demo: error: --port must be in 1..65535, got {args.port}.", file=sys.stderr)
         return 2
     try:
-        from ..demo import MAX_UPLOAD_BYTES, build_demo
+        from ..demo import DEMO_CSS, MAX_UPLOAD_BYTES, build_demo
 
         demo = build_demo(args.model, args.device)
     except (ImportError, ValueError, OSError) as error:
         print(f"hsvlt-demo: error: {error}", file=sys.stderr)
         return 2
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_UPLOAD_BYTES)
+    demo.launch(
+        server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_UPLOAD_BYTES, css=DEMO_CSS
+    )
     return 0
 
 

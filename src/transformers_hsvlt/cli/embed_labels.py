@@ -23,7 +23,7 @@ from ..checkpoints import (
 )
 from ..data import read_label_names
 from ..label_embeddings import POOLING_CHOICES, embed_label_names, save_label_embeddings
-from .common import EXIT_SUCCESS, run_command
+from .common import EXIT_SUCCESS, DefaultOnceHelpFormatter, run_command
 
 
 PROG = "hsvlt-embed-labels"
@@ -70,7 +70,12 @@ class EmbedArguments:
 
 
 def build_parser() -> HfArgumentParser:
-    parser = HfArgumentParser(EmbedArguments, prog=PROG, description=__doc__.strip().splitlines()[0])
+    parser = HfArgumentParser(
+        EmbedArguments,
+        prog=PROG,
+        description=__doc__.strip().splitlines()[0],
+        formatter_class=DefaultOnceHelpFormatter,
+    )
     parser.add_argument("labels", metavar="LABELS_TXT", help="label.txt: one class name per line, in label-id order.")
     return parser
 

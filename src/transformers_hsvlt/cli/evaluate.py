@@ -18,7 +18,7 @@ from ..evaluation.metrics import format_swept_table, multilabel_metrics, swept_t
 from ..evaluation.thresholds import dataset_location, describe_calibration
 from ..image_processing_hsvlt import calibrated_thresholds
 from ..threads import set_threads
-from .common import EXIT_SUCCESS, RuntimeArguments, run_command
+from .common import EXIT_SUCCESS, DefaultOnceHelpFormatter, RuntimeArguments, run_command
 
 
 PROG = "hsvlt-eval"
@@ -72,7 +72,10 @@ class EvalArguments:
 
 def build_parser() -> HfArgumentParser:
     parser = HfArgumentParser(
-        (EvalArguments, DataArguments, RuntimeArguments), prog=PROG, description=__doc__.splitlines()[0]
+        (EvalArguments, DataArguments, RuntimeArguments),
+        prog=PROG,
+        description=__doc__.splitlines()[0],
+        formatter_class=DefaultOnceHelpFormatter,
     )
     parser.add_argument("model", help="A family checkpoint directory or Hub id.")
     return parser

@@ -33,8 +33,23 @@ from ..collection import CollectionArguments, Processes, tag_collection
 from ..images import DEFAULT_DOWNLOAD_SECONDS, DEFAULT_MAX_DOWNLOAD_BYTES, ImageLoadError, load_image
 from ..inference import predict
 from ..threads import set_threads
-from ..visualization import DEFAULT_METHOD, DEFAULT_STAGE, METHODS, save_prediction_figure, save_raw_maps, unique_stems
-from .common import EXIT_PARTIAL_FAILURE, EXIT_SUCCESS, RuntimeArguments, one_line, run_command
+from ..visualization import (
+    DEFAULT_METHOD,
+    DEFAULT_STAGE,
+    METHODS,
+    labels_in_file_name,
+    save_prediction_figure,
+    save_raw_maps,
+    unique_stems,
+)
+from .common import (
+    EXIT_PARTIAL_FAILURE,
+    EXIT_SUCCESS,
+    DefaultOnceHelpFormatter,
+    RuntimeArguments,
+    one_line,
+    run_command,
+)
 
 
 PROG = "hsvlt-predict"
@@ -98,7 +113,10 @@ class PredictArguments:
 
 def build_parser() -> HfArgumentParser:
     parser = HfArgumentParser(
-        (PredictArguments, CollectionArguments, RuntimeArguments), prog=PROG, description=__doc__.splitlines()[0]
+        (PredictArguments, CollectionArguments, RuntimeArguments),
+        prog=PROG,
+        description=__doc__.splitlines()[0],
+        formatter_class=DefaultOnceHelpFormatter,
     )
     parser.add_argument("model", help="A family checkpoint directory or Hub id.")
     parser.add_argument("images", nargs="*", metavar="IMAGE", help="Image paths, globs or http(s) URLs.")
@@ -211,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             printer.print(predictions)
             if args.heatmaps:
-                failures += write_heatmaps(args.heatmaps, predictions, [image for _, image in loaded], stems)
+                images = [image for _, image in loaded]
+                label_names = list(model.config.id2label.values())
+                failures += write_heatmaps(args.heatmaps, predictions, images, stems, label_names)
         printer.close()
         for failure in failures:
             print(f"{PROG}: {one_line(failure)}", file=sys.stderr)
@@ -282,15 +302,17 @@ class PredictionPrinter:
             print("[]" if self.count == 0 else "\n]")
 
 
-def write_heatmaps(directory: str, predictions, images, stems: dict[str, str]) -> list[str]:
-    """Write each image's prediction figure and raw maps (`.npy`) under its unique stem; returns one failure message
-    per image whose heatmaps could not be written (its prediction is printed already)."""
+def write_heatmaps(directory: str, predictions, images, stems: dict[str, str], label_names: list[str]) -> list[str]:
+    """Write each image's prediction figure (with the true labels and the missed ones when the file name carries
+    them, as training's `examples/` do) and raw maps (`.npy`) under its unique stem; returns one failure message per
+    image whose heatmaps could not be written (its prediction is printed already)."""
     failures = []
     for prediction, image in zip(predictions, images):
         try:
             os.makedirs(directory, exist_ok=True)
             stem = stems[prediction.source]
-            save_prediction_figure(image, prediction, os.path.join(directory, f"{stem}.png"))
+            truth = labels_in_file_name(prediction.source, label_names)
+            save_prediction_figure(image, prediction, os.path.join(directory, f"{stem}.png"), ground_truth=truth)
             save_raw_maps(prediction, directory, stem)
         except OSError as error:
             failures.append(f"{prediction.source}: heatmaps not written ({error})")

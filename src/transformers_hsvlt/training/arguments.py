@@ -14,7 +14,7 @@ from transformers import HfArgumentParser, TrainingArguments
 from transformers.integrations import get_available_reporting_integrations
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy
 
-from ..cli.common import RuntimeArguments
+from ..cli.common import DefaultOnceHelpFormatter, RuntimeArguments
 from ..data import DataArguments
 from ..multilabel_losses import MULTILABEL_LOSSES
 from ..registry import Architecture, get_architecture
@@ -201,7 +201,11 @@ def parse_train_arguments(
     architecture, preset_name = resolve_preset(model_args, data_args)
     check_label_arguments(architecture, model_args)
     preset = architecture.presets[preset_name]
-    parser = HfArgumentParser((ModelArguments, DataArguments, OutputArguments, TrainingArguments), prog="hsvlt-train")
+    parser = HfArgumentParser(
+        (ModelArguments, DataArguments, OutputArguments, TrainingArguments),
+        prog="hsvlt-train",
+        formatter_class=DefaultOnceHelpFormatter,
+    )
     output_dir = f"{architecture.name}-{data_args.dataset}"
     parser.set_defaults(output_dir=output_dir, **{**COMMON_TRAINING_DEFAULTS, **preset.recipe})
     model_args, data_args, output_args, training_args = parser.parse_args_into_dataclasses(argv)

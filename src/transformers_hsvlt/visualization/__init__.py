@@ -1,7 +1,7 @@
 """Pictures people can read: per-label heatmaps (`gradcam`), prediction figures (`figures`) and evaluation plots
 (`plots`). Figures and plots need matplotlib (`pip install -e ".[demo]"`), imported only when one is drawn."""
 
-from .figures import prediction_figure, save_prediction_figure, save_raw_maps, unique_stems
+from .figures import labels_in_file_name, prediction_figure, save_prediction_figure, save_raw_maps, unique_stems
 from .gradcam import (
     DEFAULT_METHOD,
     DEFAULT_STAGE,
@@ -22,6 +22,7 @@ __all__ = [
     "add_label_heatmaps",
     "heatmap_peak",
     "label_heatmaps",
+    "labels_in_file_name",
     "pointing_game",
     "prediction_figure",
     "save_evaluation_plots",

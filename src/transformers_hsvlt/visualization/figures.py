@@ -23,6 +23,7 @@ import PIL.Image
 __all__ = [
     "MIN_PANEL_SIDE",
     "figure_to_image",
+    "labels_in_file_name",
     "new_figure",
     "prediction_figure",
     "save_prediction_figure",
@@ -156,6 +157,16 @@ def save_prediction_figure(
     path.parent.mkdir(parents=True, exist_ok=True)
     prediction_figure(image, prediction, ground_truth).savefig(path, dpi=_DPI)
     return path
+
+
+def labels_in_file_name(source: str, label_names: Sequence[str]) -> list[str] | None:
+    """The true labels an example's file name carries (`03_five-seven.png`: `["five", "seven"]`; `07_none.png`: no
+    label), as training's `examples/` are named; None when the name is not of that form or names other labels."""
+    match = re.fullmatch(r"\d+_([^/\\]+)", _path_parts(source)[-1])
+    if match is None:
+        return None
+    names = [] if match.group(1) == "none" else match.group(1).split("-")
+    return names if set(names) <= set(label_names) else None
 
 
 def _safe_name(text: str) -> str:

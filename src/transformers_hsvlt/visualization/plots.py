@@ -97,6 +97,8 @@ def plot_precision_recall(scores, targets, class_names: Sequence[str]):
 
 class UndefinedPlotError(ValueError):
     """A plot the evaluated split does not define (e.g. F1 on a split without any positive label)."""
+OVERLAP_POINTS = 1.0
+"""CF1 and OF1 closer than this (in points, at every threshold) draw as one line: the F1 plot says so."""
 
 
 def plot_f1_against_threshold(scores, targets, thresholds: Sequence[float] = THRESHOLDS):
@@ -110,10 +112,10 @@ def plot_f1_against_threshold(scores, targets, thresholds: Sequence[float] = THR
         raise UndefinedPlotError("F1 is undefined at every threshold (the split has no positive label)")
     figure, axes = new_figure(7, 4.5)
     axis = axes[0, 0]
-    for key, colour, offset in (("CF1", "tab:blue", (6, 10)), ("OF1", "tab:orange", (6, -16))):
+    for key, colour, offset, style in (("CF1", "tab:blue", (6, 10), "-"), ("OF1", "tab:orange", (6, -16), "--")):
         values = np.asarray(f1[key])
         best = int(np.nanargmax(values))
-        axis.plot(thresholds, values, marker="o", markersize=3, color=colour, label=key)
+        axis.plot(thresholds, values, style, marker="o", markersize=3, color=colour, label=key)
         axis.scatter([thresholds[best]], [values[best]], s=80, color=colour, edgecolor="black", zorder=3)
         axis.annotate(f"{key} {values[best]:.1f} at {thresholds[best]:.2f}", (thresholds[best], values[best]),
                       textcoords="offset points", xytext=offset, color=colour)  # fmt: skip
@@ -122,6 +124,9 @@ def plot_f1_against_threshold(scores, targets, thresholds: Sequence[float] = THR
     axis.set_ylabel("F1 (%)")
     axis.set_ylim(0, 105)
     axis.set_title("CF1 and OF1 against the decision threshold")
+    gap = np.nanmax(np.abs(np.asarray(f1["CF1"]) - np.asarray(f1["OF1"])))
+    if gap < OVERLAP_POINTS:
+        axis.text(0.02, 0.04, f"CF1 and OF1 overlap: they differ by {gap:.2f} points at most", transform=axis.transAxes)
     axis.legend()
     axis.grid(alpha=0.3)
     figure.tight_layout()
@@ -149,13 +154,15 @@ def plot_training_curves(trainer_state):
     epoch (the best mAP marked)."""
     log_history = _read_trainer_state(trainer_state)
     figure, axes = new_figure(12, 4.5, 1, 2)
+    from matplotlib.ticker import MaxNLocator  # matplotlib is there: `new_figure` checked
+
     loss_axis, map_axis = axes[0]
     for key, label, colour in (("loss", "training", "tab:blue"), ("eval_loss", "evaluation", "tab:orange")):
         epochs, values = _series(log_history, key)
         if epochs:
             loss_axis.plot(epochs, values, marker="o", markersize=3, color=colour, label=label)
     loss_axis.set_title("Loss")
-    loss_axis.set_xlabel("epoch")
+    loss_axis.set_ylabel("loss")
     loss_axis.legend()
     epochs, values = _series(log_history, "eval_mAP")
     if epochs:
@@ -167,8 +174,10 @@ def plot_training_curves(trainer_state):
     else:
         map_axis.text(0.5, 0.5, "no evaluation logged", ha="center", va="center", transform=map_axis.transAxes)
     map_axis.set_title("Evaluation mAP (%)")
-    map_axis.set_xlabel("epoch")
+    map_axis.set_ylabel("mAP (%)")
     for axis in (loss_axis, map_axis):
+        axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
     figure.tight_layout()
     return figure
