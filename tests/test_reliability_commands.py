@@ -31,6 +31,7 @@ from transformers import BertConfig, BertModel, BertTokenizer
 
 from transformers_hsvlt import HSVLTForMultiLabelClassification, hub
 from transformers_hsvlt.checkpoints import image_processor_for, load_checkpoint, write_checkpoint
+from transformers_hsvlt.cli import calibrate as calibrate_cli
 from transformers_hsvlt.cli import convert as convert_cli
 from transformers_hsvlt.cli import embed_labels as embed_cli
 from transformers_hsvlt.cli import evaluate as eval_cli
@@ -60,6 +61,7 @@ COMMANDS = {
     "hsvlt-predict": predict_cli,
     "hsvlt-convert": convert_cli,
     "hsvlt-embed-labels": embed_cli,
+    "hsvlt-calibrate": calibrate_cli,
 }
 
 

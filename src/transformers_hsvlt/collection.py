@@ -73,7 +73,7 @@ class CollectionArguments:
     input_type: str = field(
         default="auto",
         metadata={
-            "help": "What --input is (default auto: a saved dataset directory, else a folder, a file is a list file, "
+            "help": "What --input is (default: auto, meaning a saved dataset directory, else a folder, a file is a list file, "
             "a name that is not a local path a Hub dataset).",
             "choices": list(INPUT_TYPES),
         },

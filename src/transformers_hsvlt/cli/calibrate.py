@@ -25,7 +25,7 @@ from ..evaluation import evaluate_split
 from ..evaluation.thresholds import STRATEGIES, calibrate_thresholds, dataset_location, describe_calibration
 from ..hub import with_thresholds_section
 from ..threads import set_threads
-from .common import EXIT_SUCCESS, RuntimeArguments, run_command
+from .common import EXIT_SUCCESS, DefaultOnceHelpFormatter, RuntimeArguments, run_command
 from .evaluate import DEFAULT_WORKERS
 
 
@@ -70,7 +70,10 @@ class CalibrateArguments:
 
 def build_parser() -> HfArgumentParser:
     parser = HfArgumentParser(
-        (CalibrateArguments, DataArguments, RuntimeArguments), prog=PROG, description=__doc__.splitlines()[0]
+        (CalibrateArguments, DataArguments, RuntimeArguments),
+        prog=PROG,
+        description=__doc__.splitlines()[0],
+        formatter_class=DefaultOnceHelpFormatter,
     )
     parser.add_argument("model", help="A local family checkpoint directory (its config.json is rewritten).")
     return parser

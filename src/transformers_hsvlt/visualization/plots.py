@@ -97,6 +97,8 @@ def plot_precision_recall(scores, targets, class_names: Sequence[str]):
 
 class UndefinedPlotError(ValueError):
     """A plot the evaluated split does not define (e.g. F1 on a split without any positive label)."""
+
+
 OVERLAP_POINTS = 1.0
 """CF1 and OF1 closer than this (in points, at every threshold) draw as one line: the F1 plot says so."""
 
