@@ -31,7 +31,7 @@ import psutil
 import torch
 from eval_throughput import decode_rate, jpeg_files
 
-from transformers_hsvlt import HSVLTConfig, HSVLTForMultiLabelClassification, HSVLTImageProcessor
+from transformers_hsvlt import HSVLTConfig, HSVLTForMultiLabelClassification, MultiLabelImageProcessor
 from transformers_hsvlt.hsvlt.architecture import PRESETS
 
 
@@ -136,8 +136,8 @@ def main(argv=None) -> None:
     distinct = jpeg_files(1000)
     checkpoints = save_models(args.workdir)
     load = os.getloadavg()
-    decoded_448 = decode_rate(jpeg_files(args.decode_images), HSVLTImageProcessor())
-    decoded_64 = decode_rate(jpeg_files(args.decode_images), HSVLTImageProcessor(size={"height": 64, "width": 64}))
+    decoded_448 = decode_rate(jpeg_files(args.decode_images), MultiLabelImageProcessor())
+    decoded_64 = decode_rate(jpeg_files(args.decode_images), MultiLabelImageProcessor(size={"height": 64, "width": 64}))
     lines = [
         "| model | images | processes | wall clock (s) | tagging rate (images/s) | peak memory (MiB, PSS) |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",

@@ -4,7 +4,7 @@
 python benchmarks/eval_throughput.py --output benchmarks/eval_throughput.md
 ```
 
-- **Decode + resize per core**: `load_image` (full decode, EXIF, RGB) and `HSVLTImageProcessor` (448x448) on 640x480
+- **Decode + resize per core**: `load_image` (full decode, EXIF, RGB) and `MultiLabelImageProcessor` (448x448) on 640x480
   JPEGs (the size of COCO photos), in this process on one thread: what one data-loader worker of `hsvlt-eval
   --num_workers N` delivers.
 - **Model throughput**: images per second of the evaluation forward (`eval()`, `no_grad`, batch `--batch-size`) of
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from transformers_hsvlt import HSVLTConfig, HSVLTForMultiLabelClassification, HSVLTImageProcessor
+from transformers_hsvlt import HSVLTConfig, HSVLTForMultiLabelClassification, MultiLabelImageProcessor
 from transformers_hsvlt.hsvlt.architecture import PRESETS
 from transformers_hsvlt.images import load_image
 
@@ -51,7 +51,7 @@ def jpeg_files(count: int) -> list[bytes]:
     return files
 
 
-def decode_rate(files: list[bytes], processor: HSVLTImageProcessor) -> float:
+def decode_rate(files: list[bytes], processor: MultiLabelImageProcessor) -> float:
     """Images per second decoded and resized on one core."""
     torch.set_num_threads(1)
     start = time.perf_counter()
@@ -76,7 +76,7 @@ def model_rate(model: torch.nn.Module, image_size: int, batch_size: int, repeats
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    decoded = decode_rate(jpeg_files(args.images), HSVLTImageProcessor())
+    decoded = decode_rate(jpeg_files(args.images), MultiLabelImageProcessor())
     torch.set_num_threads(args.threads)
     names = [f"label {index}" for index in range(80)]
     models = {

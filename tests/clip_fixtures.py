@@ -60,9 +60,9 @@ def clip_image_processor(size: int = 32):
     """The family's image processor with CLIP's normalisation and bicubic squash, as the registry entries set it."""
     from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImageResampling
 
-    from transformers_hsvlt import HSVLTImageProcessor
+    from transformers_hsvlt import MultiLabelImageProcessor
 
-    return HSVLTImageProcessor(
+    return MultiLabelImageProcessor(
         size={"height": size, "width": size},
         resample=PILImageResampling.BICUBIC,
         do_normalize=True,

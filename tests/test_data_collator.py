@@ -7,12 +7,12 @@ from PIL import Image as PILImage
 from torch.utils.data import DataLoader
 
 from transformers_hsvlt.data import IGNORE_INDEX, MultiLabelCollator, TrainAugmentation, build_digit_canvases, multi_hot
-from transformers_hsvlt.image_processing_hsvlt import HSVLTImageProcessor
+from transformers_hsvlt.image_processing_multilabel import MultiLabelImageProcessor
 
 
 @pytest.fixture
 def processor():
-    return HSVLTImageProcessor(size={"height": 24, "width": 24})
+    return MultiLabelImageProcessor(size={"height": 24, "width": 24})
 
 
 def test_multi_hot_ignore_wins_and_range_check():

@@ -15,7 +15,7 @@ import pytest
 from conftest import tiny_config
 from PIL import Image
 
-from transformers_hsvlt import HSVLTForMultiLabelClassification, HSVLTImageProcessor
+from transformers_hsvlt import HSVLTForMultiLabelClassification, MultiLabelImageProcessor
 from transformers_hsvlt.cli.demo import main as demo_main
 
 
@@ -33,7 +33,7 @@ def checkpoint(tmp_path_factory):
     """A tiny HSVLT with its image processor and two example images, saved like `hsvlt-train` saves one."""
     directory = tmp_path_factory.mktemp("tiny-checkpoint")
     HSVLTForMultiLabelClassification(tiny_config()).save_pretrained(directory)
-    HSVLTImageProcessor(size={"height": 64, "width": 64}).save_pretrained(directory)
+    MultiLabelImageProcessor(size={"height": 64, "width": 64}).save_pretrained(directory)
     (directory / "examples").mkdir()
     rng = np.random.default_rng(0)
     for index in range(2):

@@ -13,7 +13,7 @@ from huggingface_hub import HfApi, ModelCard
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForImageClassification, Trainer, TrainingArguments, pipeline
 
-from transformers_hsvlt import HSVLTForMultiLabelClassification, HSVLTImageProcessor
+from transformers_hsvlt import HSVLTForMultiLabelClassification, MultiLabelImageProcessor
 from transformers_hsvlt.hub import (
     create_model_card,
     prepare_for_push,
@@ -30,8 +30,8 @@ REMOTE_CODE_FILES = (
     "modeling_hsvlt_encoder.py",
     "modeling_family.py",
     "multilabel_losses.py",
-    "image_processing_hsvlt.py",
-    "image_conversion_hsvlt.py",
+    "image_processing_multilabel.py",
+    "image_conversion_multilabel.py",
     "pipeline_multilabel.py",
 )
 UPLOADED_FILES = sorted(
@@ -154,7 +154,7 @@ def test_prepared_folder_loads_with_remote_code(model, tmp_path):
 
 
 def test_push_checkpoint_to_hub_uploads_the_folder(model, tmp_path, hub_calls):
-    prepare_for_push(model, HSVLTImageProcessor(), tmp_path, repo_id=REPO_ID)
+    prepare_for_push(model, MultiLabelImageProcessor(), tmp_path, repo_id=REPO_ID)
     commit = push_checkpoint_to_hub(tmp_path, REPO_ID, private=True, token="hf_test")
     assert commit.commit_url.startswith(f"https://huggingface.co/{REPO_ID}")
     (create, repo_id, create_kwargs), (upload, upload_kwargs, readme) = hub_calls
@@ -178,11 +178,11 @@ def test_incomplete_folder_is_not_pushed(model, tmp_path, hub_calls):
 
 def test_model_and_processor_push_to_hub_carry_the_remote_code(model, hub_calls):
     model.push_to_hub(REPO_ID)
-    HSVLTImageProcessor().push_to_hub(REPO_ID)
+    MultiLabelImageProcessor().push_to_hub(REPO_ID)
     (_, _, _), (_, _, model_files), (_, _, _), (_, _, processor_files) = hub_calls
     assert {"config.json", "model.safetensors", "configuration_hsvlt.py", "modeling_hsvlt.py"} <= set(model_files)
     assert "auto_map" in json.loads(model_files["config.json"])
-    assert {"preprocessor_config.json", "image_processing_hsvlt.py"} <= set(processor_files)
+    assert {"preprocessor_config.json", "image_processing_multilabel.py"} <= set(processor_files)
 
 
 def test_trainer_push_then_our_card_wins(model, tmp_path, hub_calls):
@@ -190,7 +190,7 @@ def test_trainer_push_then_our_card_wins(model, tmp_path, hub_calls):
     arguments = TrainingArguments(
         output_dir=str(tmp_path), push_to_hub=True, hub_model_id=REPO_ID, report_to="none", use_cpu=True
     )
-    trainer = Trainer(model=model, args=arguments, processing_class=HSVLTImageProcessor())
+    trainer = Trainer(model=model, args=arguments, processing_class=MultiLabelImageProcessor())
     trainer.push_to_hub()
     trainer_readme = [call for call in hub_calls if call[0] == "upload_folder"][-1][2]
     assert "trust_remote_code=True" not in trainer_readme

@@ -1,4 +1,4 @@
-"""HSVLTImageProcessor: the authors' preprocessing, every input kind, errors, saving, pipeline, post-processing."""
+"""MultiLabelImageProcessor: the authors' preprocessing, every input kind, errors, saving, pipeline, post-processing."""
 
 import ast
 import io
@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoImageProcessor, ConvNextConfig, ConvNextForImageClassification, pipeline
 
-from transformers_hsvlt.image_processing_hsvlt import HSVLTImageProcessor
+from transformers_hsvlt.image_processing_multilabel import MultiLabelImageProcessor
 
 
 def random_rgb(height=23, width=37, seed=0) -> np.ndarray:
@@ -30,7 +30,7 @@ def pixels(processor, images, **kwargs) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def processor():
-    return HSVLTImageProcessor()
+    return MultiLabelImageProcessor()
 
 
 def test_defaults_are_the_authors_preprocessing(processor):
@@ -53,14 +53,14 @@ def test_output_matches_pillow_resize_ignoring_aspect_ratio(processor):
 
 def test_non_square_size_is_height_then_width():
     image = PIL.Image.fromarray(random_rgb(40, 30))
-    processor = HSVLTImageProcessor(size={"height": 50, "width": 70})
+    processor = MultiLabelImageProcessor(size={"height": 50, "width": 70})
     values = pixels(processor, image)
     assert values.shape == (1, 3, 50, 70)
     np.testing.assert_allclose(values[0], pil_reference(image, 50, 70), atol=1e-6)
 
 
 def test_int_size_means_a_square():
-    processor = HSVLTImageProcessor(size=64)
+    processor = MultiLabelImageProcessor(size=64)
     assert dict(processor.size) == {"height": 64, "width": 64}
     assert pixels(processor, random_rgb()).shape == (1, 3, 64, 64)
 
@@ -70,7 +70,7 @@ def test_int_size_means_a_square():
 )
 def test_size_must_be_a_positive_height_and_width(size):
     with pytest.raises(ValueError, match="height.*width"):
-        HSVLTImageProcessor(size=size)
+        MultiLabelImageProcessor(size=size)
 
 
 def array_inputs(rgb: np.ndarray) -> dict:
@@ -125,7 +125,7 @@ def test_one_pixel_images(processor, shape):
 
 def test_ambiguous_layout_defaults_to_the_convention_of_the_input_type():
     """(4, 3, 4) has 4 channels first or last: NumPy arrays default to channels last, tensors to channels first."""
-    processor = HSVLTImageProcessor(do_resize=False)
+    processor = MultiLabelImageProcessor(do_resize=False)
     image = np.random.default_rng(3).integers(0, 256, (4, 3, 4), dtype=np.uint8)
     assert pixels(processor, image).shape == (1, 3, 4, 3)
     assert pixels(processor, torch.from_numpy(image)).shape == (1, 3, 3, 4)
@@ -183,7 +183,7 @@ def test_pil_modes_are_converted_to_rgb(processor, mode, colour, expected):
 
 def test_sixteen_bit_precision_is_kept():
     """Two 16-bit values within the same 8-bit step stay distinct (float path, no rounding to 8 bits)."""
-    processor = HSVLTImageProcessor(size={"height": 4, "width": 4})
+    processor = MultiLabelImageProcessor(size={"height": 4, "width": 4})
     for value in (30000, 30100):
         colour = uniform_colour(processor, PIL.Image.new("I;16", (8, 8), value))
         np.testing.assert_allclose(colour, value / 65535, atol=1e-6)
@@ -197,7 +197,7 @@ def test_sixteen_bit_png_file(tmp_path):
     PIL.Image.fromarray(ramp).save(path)
     image = PIL.Image.open(path)
     assert image.mode in ("I", "I;16")
-    values = pixels(HSVLTImageProcessor(do_resize=False), image)[0]
+    values = pixels(MultiLabelImageProcessor(do_resize=False), image)[0]
     for channel in values:
         np.testing.assert_allclose(channel, ramp / 65535, atol=1e-6)
 
@@ -212,7 +212,7 @@ def test_palette_with_transparency_is_composited_onto_white(tmp_path):
     palette_image.save(path, transparency=0)  # index 0 (red) is fully transparent
     image = PIL.Image.open(path)
     assert image.mode == "P" and "transparency" in image.info
-    values = pixels(HSVLTImageProcessor(do_resize=False), image)[0]
+    values = pixels(MultiLabelImageProcessor(do_resize=False), image)[0]
     np.testing.assert_allclose(values[:, :, :2], np.ones((3, 2, 2)), atol=1e-6)  # transparent red -> white
     np.testing.assert_allclose(values[:, :, 2:], np.array([0, 0, 1.0])[:, None, None] * np.ones((3, 2, 2)), atol=1e-6)
 
@@ -222,7 +222,7 @@ def test_cmyk_jpeg_file(tmp_path):
     PIL.Image.new("CMYK", (16, 16), (255, 0, 0, 0)).save(path, quality=100)
     image = PIL.Image.open(path)
     assert image.mode == "CMYK"
-    colour = pixels(HSVLTImageProcessor(do_resize=False), image)[0, :, 8, 8]
+    colour = pixels(MultiLabelImageProcessor(do_resize=False), image)[0, :, 8, 8]
     np.testing.assert_allclose(colour, [0.0, 1.0, 1.0], atol=3 / 255)
 
 
@@ -251,7 +251,7 @@ def exif_rotated_jpeg() -> tuple[bytes, np.ndarray]:
 def test_exif_orientation_is_applied():
     data, _ = exif_rotated_jpeg()
     decoded = np.asarray(PIL.Image.open(io.BytesIO(data)).convert("RGB"))  # stored pixels, orientation ignored
-    values = pixels(HSVLTImageProcessor(do_resize=False), PIL.Image.open(io.BytesIO(data)))[0]
+    values = pixels(MultiLabelImageProcessor(do_resize=False), PIL.Image.open(io.BytesIO(data)))[0]
     assert values.shape == (3, 40, 20)  # upright: 20 wide, 40 high
     np.testing.assert_allclose(values, np.rot90(decoded, k=-1).transpose(2, 0, 1) / 255, atol=1e-6)
     assert values[0, 2, 17] > 0.9 and values[2, 2, 17] < 0.1  # the red marker is now in the top-right corner
@@ -261,7 +261,7 @@ def test_exif_orientation_is_applied():
 def test_local_paths_are_opened_keeping_their_mode(tmp_path):
     path = tmp_path / "transparent.png"
     PIL.Image.new("RGBA", (5, 5), (0, 0, 0, 0)).save(path)
-    processor = HSVLTImageProcessor(do_resize=False)
+    processor = MultiLabelImageProcessor(do_resize=False)
     for source in (path, str(path)):
         np.testing.assert_allclose(pixels(processor, source), 1.0)
 
@@ -269,22 +269,22 @@ def test_local_paths_are_opened_keeping_their_mode(tmp_path):
 def test_rescale_normalize_and_convert_options():
     rgb = random_rgb()
     reference = pil_reference(PIL.Image.fromarray(rgb))
-    not_rescaled = pixels(HSVLTImageProcessor(do_rescale=False), rgb)
+    not_rescaled = pixels(MultiLabelImageProcessor(do_rescale=False), rgb)
     assert not_rescaled.dtype == np.float32
     np.testing.assert_allclose(not_rescaled[0], reference * 255, atol=1e-4)
 
     mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
-    normalized = pixels(HSVLTImageProcessor(do_normalize=True), rgb)
+    normalized = pixels(MultiLabelImageProcessor(do_normalize=True), rgb)
     np.testing.assert_allclose(normalized[0], (reference - mean[:, None, None]) / std[:, None, None], atol=1e-5)
-    normalized = pixels(HSVLTImageProcessor(), rgb, do_normalize=True, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    normalized = pixels(MultiLabelImageProcessor(), rgb, do_normalize=True, image_mean=[0.5] * 3, image_std=[0.5] * 3)
     np.testing.assert_allclose(normalized[0], reference * 2 - 1, atol=1e-5)
 
     gray = np.full((10, 10), 255, dtype=np.uint8)
-    assert pixels(HSVLTImageProcessor(do_convert_rgb=False), gray).shape == (1, 1, 448, 448)
+    assert pixels(MultiLabelImageProcessor(do_convert_rgb=False), gray).shape == (1, 1, 448, 448)
 
 
 def test_unresized_images_of_different_sizes():
-    processor = HSVLTImageProcessor(do_resize=False)
+    processor = MultiLabelImageProcessor(do_resize=False)
     images = [random_rgb(10, 12), random_rgb(14, 9)]
     values = processor(images)["pixel_values"]
     assert [value.shape for value in values] == [(3, 10, 12), (3, 14, 9)]
@@ -330,16 +330,19 @@ def test_wrong_input_data_format(processor):
 
 
 def test_save_and_load_round_trip(tmp_path):
-    processor = HSVLTImageProcessor(size={"height": 64, "width": 96}, image_mean=[0.5, 0.5, 0.5])
+    processor = MultiLabelImageProcessor(size={"height": 64, "width": 96}, image_mean=[0.5, 0.5, 0.5])
     processor.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "preprocessor_config.json").read_text())
     assert saved["size"] == {"height": 64, "width": 96}
     assert saved["do_normalize"] is False and saved["do_rescale"] is True and saved["do_convert_rgb"] is True
     assert saved["image_mean"] == [0.5, 0.5, 0.5] and saved["resample"] == 2
-    assert saved["image_processor_type"] == "HSVLTImageProcessor"
-    assert saved["auto_map"] == {"AutoImageProcessor": "image_processing_hsvlt.HSVLTImageProcessor"}
+    assert saved["image_processor_type"] == "MultiLabelImageProcessor"
+    assert saved["auto_map"] == {"AutoImageProcessor": "image_processing_multilabel.MultiLabelImageProcessor"}
     imported, relative = set(), set()
-    for name in ("image_processing_hsvlt.py", "image_conversion_hsvlt.py"):  # the processor and its one relative import
+    for name in (
+        "image_processing_multilabel.py",
+        "image_conversion_multilabel.py",
+    ):  # the processor and its one relative import
         for node in ast.walk(ast.parse((tmp_path / name).read_text())):
             if isinstance(node, ast.ImportFrom) and node.level:
                 relative.add(node.module)
@@ -347,19 +350,19 @@ def test_save_and_load_round_trip(tmp_path):
                 imported.add(node.module.split(".")[0])
             elif isinstance(node, ast.Import):
                 imported.update(alias.name.split(".")[0] for alias in node.names)
-    assert relative == {"image_conversion_hsvlt"}
+    assert relative == {"image_conversion_multilabel"}
     assert imported - sys.stdlib_module_names == {"numpy", "PIL", "torch", "transformers"}
 
     image = random_rgb()
     expected = pixels(processor, image)
-    reloaded = HSVLTImageProcessor.from_pretrained(tmp_path)
+    reloaded = MultiLabelImageProcessor.from_pretrained(tmp_path)
     assert reloaded.to_dict() == processor.to_dict()
     np.testing.assert_array_equal(pixels(reloaded, image), expected)
 
     auto = AutoImageProcessor.from_pretrained(tmp_path, trust_remote_code=True)
     # the package registers its processor with AutoImageProcessor; the copied remote code is run in a fresh process
     # without the package in tests/test_remote_code.py
-    assert type(auto).__name__ == "HSVLTImageProcessor"
+    assert type(auto).__name__ == "MultiLabelImageProcessor"
     assert dict(auto.size) == {"height": 64, "width": 96}
     np.testing.assert_array_equal(pixels(auto, image), expected)
 
@@ -375,7 +378,7 @@ def test_image_classification_pipeline(tmp_path):
     )
     torch.manual_seed(0)
     model = ConvNextForImageClassification(config).eval()
-    processor = HSVLTImageProcessor(size={"height": 64, "width": 64})
+    processor = MultiLabelImageProcessor(size={"height": 64, "width": 64})
     classifier = pipeline("image-classification", model=model, image_processor=processor)
 
     def expected_predictions(image):

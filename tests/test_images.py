@@ -13,7 +13,7 @@ import PIL.Image
 import PIL.ImageFile
 import pytest
 
-from transformers_hsvlt.image_processing_hsvlt import HSVLTImageProcessor
+from transformers_hsvlt.image_processing_multilabel import MultiLabelImageProcessor
 from transformers_hsvlt.images import DEFAULT_MAX_IMAGE_PIXELS, ImageLoadError, load_image
 
 
@@ -138,7 +138,7 @@ def test_exif_orientation_is_applied(write):
 def test_loaded_images_are_preprocessed_like_the_original_file(write):
     rgba = np.random.default_rng(1).integers(0, 256, (20, 30, 4), dtype=np.uint8)
     path = write("rgba.png", encode(PIL.Image.fromarray(rgba, mode="RGBA"), "PNG"))
-    processor = HSVLTImageProcessor()
+    processor = MultiLabelImageProcessor()
     from_loader = processor(load_image(path), return_tensors="np")["pixel_values"]
     from_file = processor(PIL.Image.open(path), return_tensors="np")["pixel_values"]
     np.testing.assert_array_equal(from_loader, from_file)

@@ -371,7 +371,9 @@ def test_cli_relabels_a_checkpoint(encoder_dir, encoder, label_file, tmp_path, c
         "new and need fine-tuning (their head rows are untrained): diningtable, traffic light"
         in capsys.readouterr().out
     )
-    assert (relabelled / "preprocessor_config.json").is_file() and (relabelled / "image_processing_hsvlt.py").is_file()
+    assert (relabelled / "preprocessor_config.json").is_file() and (
+        relabelled / "image_processing_multilabel.py"
+    ).is_file()
     assert embed_labels_main([*arguments, "--allow_untrained_labels"]) == 2  # never over a checkpoint unasked
     error = capsys.readouterr().err
     assert "--save_model" in error and "is not empty" in error and "--overwrite_output_dir" in error

@@ -13,7 +13,7 @@ from PIL import Image
 from reference_msrn import random_cooccurrence, single_thread, tiny_msrn_config  # noqa: F401 (single_thread: an autouse fixture)
 
 from transformers_hsvlt import MSRNForMultiLabelClassification
-from transformers_hsvlt.image_processing_hsvlt import HSVLTImageProcessor
+from transformers_hsvlt.image_processing_multilabel import MultiLabelImageProcessor
 from transformers_hsvlt.msrn.architecture import ARCHITECTURE
 from transformers_hsvlt.registry import LabelCooccurrence
 
@@ -56,7 +56,7 @@ def test_checkpoint_runs_without_the_package(tmp_path):
     torch.nn.init.normal_(model.head.output.bias)  # distinct scores
     counts, pair_counts = random_cooccurrence(5)
     model.set_label_graph(torch.randn(5, 12), LabelCooccurrence(counts, pair_counts), ["a", "b", "c", "d", "e"])
-    processor = HSVLTImageProcessor(size={"height": 64, "width": 64}, **ARCHITECTURE.image_processor_defaults)
+    processor = MultiLabelImageProcessor(size={"height": 64, "width": 64}, **ARCHITECTURE.image_processor_defaults)
     checkpoint = tmp_path / "checkpoint"
     model.save_pretrained(checkpoint)
     processor.save_pretrained(checkpoint)
@@ -78,7 +78,12 @@ def test_checkpoint_runs_without_the_package(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     output = json.loads(result.stdout.strip().splitlines()[-1])
-    assert output["classes"] == ["MSRNConfig", "MSRNModel", "MSRNForMultiLabelClassification", "HSVLTImageProcessor"]
+    assert output["classes"] == [
+        "MSRNConfig",
+        "MSRNModel",
+        "MSRNForMultiLabelClassification",
+        "MultiLabelImageProcessor",
+    ]
     assert not output["module"].startswith("transformers_hsvlt")
     assert output["label_representations"] == [1, 5, 72] and output["attention"] == [1, 5, 4, 4]
     torch.testing.assert_close(torch.tensor(output["logits"]), expected.logits[0], rtol=1e-5, atol=1e-5)

@@ -18,7 +18,7 @@ from clip_fixtures import (
 from conftest import assert_same_update
 from PIL import Image
 
-from transformers_hsvlt import HSVLTImageProcessor, PatchCTConfig, PatchCTForMultiLabelClassification, PatchCTModel
+from transformers_hsvlt import MultiLabelImageProcessor, PatchCTConfig, PatchCTForMultiLabelClassification, PatchCTModel
 from transformers_hsvlt.modeling_patchct import (
     backward_navigator,
     conditional_transport_cost,
@@ -224,7 +224,7 @@ def test_registry_entries_build_tiny_models_with_heatmaps(entry):
     assert model.config.id2label == dict(enumerate(names)) and model.config.model_type == entry
     tokens = model.class_name_tokenizer.convert_ids_to_tokens(model.base_model.class_input_ids[1, :3])
     assert tokens == ["<|startoftext|>", "one", "<|endoftext|>"]
-    processor = HSVLTImageProcessor(size={"height": 64, "width": 64}, **architecture.image_processor_defaults)
+    processor = MultiLabelImageProcessor(size={"height": 64, "width": 64}, **architecture.image_processor_defaults)
     pixel_values = processor(Image.new("RGB", (80, 60), (122, 116, 104)), return_tensors="pt")["pixel_values"]
     assert pixel_values.abs().max() < 0.02  # CLIP's mean colour (to 8 bits) normalises to about 0
     outputs = model(pixel_values, output_attentions=True, output_hidden_states=True)

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from transformers import pipeline
 
-from transformers_hsvlt import HSVLTConfig, HSVLTForMultiLabelClassification, HSVLTImageProcessor
+from transformers_hsvlt import HSVLTConfig, HSVLTForMultiLabelClassification, MultiLabelImageProcessor
 from transformers_hsvlt.cli import predict as predict_cli
 from transformers_hsvlt.hub import prepare_for_push
 from transformers_hsvlt.images import load_image
@@ -23,7 +23,7 @@ def checkpoint(tmp_path_factory):
     directory = tmp_path_factory.mktemp("checkpoint")
     prepare_for_push(
         HSVLTForMultiLabelClassification(config).eval(),
-        HSVLTImageProcessor(size={"height": 32, "width": 32}),
+        MultiLabelImageProcessor(size={"height": 32, "width": 32}),
         directory,
     )
     return directory
@@ -56,7 +56,7 @@ def test_pipeline_and_cli_agree_on_16_bit_and_transparent_images(checkpoint, tmp
 
 def test_pipeline_pixels_are_the_toolkits_not_pillows(checkpoint, tmp_path):
     classifier = pipeline("image-classification", model=str(checkpoint), trust_remote_code=True)
-    processor = HSVLTImageProcessor(size={"height": 32, "width": 32})
+    processor = MultiLabelImageProcessor(size={"height": 32, "width": 32})
     for path in tricky_images(tmp_path):
         pipeline_pixels = classifier.preprocess(str(path))["pixel_values"]
         toolkit_pixels = processor(load_image(path), return_tensors="pt")["pixel_values"]
@@ -72,7 +72,9 @@ def test_top_k_none_returns_every_label(tmp_path):
         depths=[1, 1], hidden_sizes=[8, 16], label_embedding_size=4, id2label=dict(enumerate(names)), image_size=32
     )
     prepare_for_push(
-        HSVLTForMultiLabelClassification(config).eval(), HSVLTImageProcessor(size={"height": 32, "width": 32}), tmp_path
+        HSVLTForMultiLabelClassification(config).eval(),
+        MultiLabelImageProcessor(size={"height": 32, "width": 32}),
+        tmp_path,
     )
     image = Image.new("RGB", (40, 30), "gray")
     every = pipeline("image-classification", model=str(tmp_path), trust_remote_code=True, top_k=None)(image)

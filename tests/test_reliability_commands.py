@@ -523,7 +523,7 @@ def test_embed_labels_with_new_names(checkpoint, encoder_dir, tmp_path, capsys):
     assert code == 0, err
     assert "need fine-tuning" in out and "ten" in out.split("need fine-tuning")[1]
     written = {path.name for path in (tmp_path / "relabelled").iterdir()}
-    assert {"model.safetensors", "config.json", "preprocessor_config.json", "image_processing_hsvlt.py",
+    assert {"model.safetensors", "config.json", "preprocessor_config.json", "image_processing_multilabel.py",
             "modeling_hsvlt.py", "README.md"} <= written  # fmt: skip
     model, processor = load_checkpoint(str(tmp_path / "relabelled"), "cpu")
     assert list(model.config.id2label.values())[0] == "ten" and processor.size == {"height": 32, "width": 32}
@@ -852,9 +852,9 @@ def python_api_in_a_subprocess(checkpoint, images, workdir):
             lambda: AutoModelForImageClassification.from_pretrained({str(bin_only)!r}, trust_remote_code=True)
         )
         # the package registers its classes with the Auto classes: imported last, not to hide the remote code
-        from transformers_hsvlt.image_processing_hsvlt import HSVLTImageProcessor
+        from transformers_hsvlt.image_processing_multilabel import MultiLabelImageProcessor
 
-        processor = HSVLTImageProcessor.from_pretrained({str(checkpoint)!r})
+        processor = MultiLabelImageProcessor.from_pretrained({str(checkpoint)!r})
         result["shape"] = list(processor(images=[{str(images[0])!r}] * 300, return_tensors="pt")["pixel_values"].shape)
         print("\\nRESULT " + json.dumps(result))
     """

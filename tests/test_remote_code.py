@@ -12,7 +12,7 @@ import torch
 from conftest import tiny_config
 from PIL import Image
 
-from transformers_hsvlt import HSVLTForMultiLabelClassification, HSVLTImageProcessor
+from transformers_hsvlt import HSVLTForMultiLabelClassification, MultiLabelImageProcessor
 
 
 FRESH_PROCESS_SCRIPT = textwrap.dedent(
@@ -65,7 +65,7 @@ def test_checkpoint_loads_in_fresh_process_without_package(tmp_path):
     torch.manual_seed(0)
     model = HSVLTForMultiLabelClassification(config).eval()
     torch.nn.init.normal_(model.classifier.bias)  # distinct scores, so that the ranking is meaningful
-    processor = HSVLTImageProcessor(size={"height": 64, "width": 64})
+    processor = MultiLabelImageProcessor(size={"height": 64, "width": 64})
     checkpoint = tmp_path / "checkpoint"
     model.save_pretrained(checkpoint)
     processor.save_pretrained(checkpoint)
@@ -95,7 +95,7 @@ def test_checkpoint_loads_in_fresh_process_without_package(tmp_path):
     assert output["classifier_class"] == "HSVLTForMultiLabelClassification"
     assert not output["model_module"].startswith("transformers_hsvlt")
     assert not output["classifier_module"].startswith("transformers_hsvlt")
-    assert output["processor_class"] == "HSVLTImageProcessor"
+    assert output["processor_class"] == "MultiLabelImageProcessor"
     torch.testing.assert_close(torch.tensor(output["label_features"]), expected_label_features, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(torch.tensor(output["classifier_logits"]), expected, rtol=1e-5, atol=1e-5)
     scores = {item["label"]: item["score"] for item in output["pipeline"]}

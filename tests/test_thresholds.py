@@ -22,8 +22,8 @@ from transformers import pipeline
 from transformers_hsvlt import (
     HSVLTConfig,
     HSVLTForMultiLabelClassification,
-    HSVLTImageProcessor,
     MSRNConfig,
+    MultiLabelImageProcessor,
     PatchCTConfig,
     PatchCTForMultiLabelClassification,
     PVLRConfig,
@@ -119,7 +119,7 @@ def labels_of(results):
 
 
 def test_post_process_uses_the_checkpoints_thresholds():
-    processor = HSVLTImageProcessor()
+    processor = MultiLabelImageProcessor()
     config = HSVLTConfig(id2label={0: "a", 1: "b", 2: "c"}, label_thresholds=[0.2, 0.7, 0.95])
     assert labels_of(processor.post_process_multi_label(LOGITS, config=config)) == ["a"]
     assert labels_of(processor.post_process_multi_label(LOGITS, threshold=0.5, config=config)) == ["c", "b"]

@@ -60,7 +60,7 @@ def test_defaults_are_the_presets_recipes():
 def test_training_writes_a_complete_checkpoint(trained):
     output_dir, _ = trained
     for name in ("model.safetensors", "config.json", "preprocessor_config.json", "modeling_hsvlt.py",
-                 "configuration_hsvlt.py", "image_processing_hsvlt.py", "README.md", "eval_results.json"):  # fmt: skip
+                 "configuration_hsvlt.py", "image_processing_multilabel.py", "README.md", "eval_results.json"):  # fmt: skip
         assert (output_dir / name).exists(), name
     config = json.loads((output_dir / "config.json").read_text())
     assert list(config["id2label"].values()) == [

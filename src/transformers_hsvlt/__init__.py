@@ -18,7 +18,7 @@ from .configuration_hsvlt import HSVLTConfig
 from .configuration_msrn import MSRNConfig
 from .configuration_patchct import PatchCTConfig
 from .configuration_pvlr import PVLRConfig
-from .image_processing_hsvlt import HSVLTImageProcessor
+from .image_processing_multilabel import HSVLTImageProcessor, MultiLabelImageProcessor
 from .modeling_family import FamilyPreTrainedModel
 from .modeling_hsvlt import (
     HSVLTForMultiLabelClassification,
@@ -64,13 +64,14 @@ for _config_class, _base_model_class, _model_class in AUTO_CLASSES:
     AutoConfig.register(_config_class.model_type, _config_class, exist_ok=True)
     AutoModel.register(_config_class, _base_model_class, exist_ok=True)
     AutoModelForImageClassification.register(_config_class, _model_class, exist_ok=True)
-    AutoImageProcessor.register(_config_class, slow_image_processor_class=HSVLTImageProcessor, exist_ok=True)
+    AutoImageProcessor.register(_config_class, slow_image_processor_class=MultiLabelImageProcessor, exist_ok=True)
 
 __all__ = [
     "FamilyPreTrainedModel",
     "HSVLTConfig",
     "HSVLTForMultiLabelClassification",
     "HSVLTImageProcessor",
+    "MultiLabelImageProcessor",
     "HSVLTModel",
     "HSVLTModelOutput",
     "HSVLTMultiLabelClassifierOutput",

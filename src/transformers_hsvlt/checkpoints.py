@@ -22,7 +22,7 @@ from safetensors import SafetensorError, safe_open
 from transformers import AutoTokenizer, PreTrainedConfig, PreTrainedModel
 
 from .hub import prepare_for_push, remote_code_files
-from .image_processing_hsvlt import HSVLTImageProcessor
+from .image_processing_multilabel import MultiLabelImageProcessor
 from .images import DEFAULT_MAX_SIDE
 from .registry import Architecture, architectures_that, get_architecture
 from .weights import check_pretrained_name, check_state_dict, read_safetensors
@@ -238,10 +238,12 @@ def unknown_class_names(names: list[str], tokenizer) -> list[str]:
     return unknown
 
 
-def image_processor_for(architecture: Architecture, config: PreTrainedConfig) -> HSVLTImageProcessor:
+def image_processor_for(architecture: Architecture, config: PreTrainedConfig) -> MultiLabelImageProcessor:
     """The architecture's default image processor at the config's `image_size`."""
     size = config.image_size
-    return HSVLTImageProcessor(**{**architecture.image_processor_defaults, "size": {"height": size, "width": size}})
+    return MultiLabelImageProcessor(
+        **{**architecture.image_processor_defaults, "size": {"height": size, "width": size}}
+    )
 
 
 def convert_checkpoint(
@@ -274,7 +276,7 @@ def convert_checkpoint(
 
 def load_checkpoint(
     name_or_path: str, device: torch.device | str | None = None
-) -> tuple[PreTrainedModel, HSVLTImageProcessor]:
+) -> tuple[PreTrainedModel, MultiLabelImageProcessor]:
     """
     Load a family checkpoint (a directory or Hub id) and its image processor, in eval mode on `device`.
 
@@ -288,7 +290,7 @@ def load_checkpoint(
     if os.path.isdir(name_or_path) and not os.path.isfile(os.path.join(name_or_path, "preprocessor_config.json")):
         return model, image_processor_for(architecture, model.config)
     try:
-        processor = HSVLTImageProcessor.from_pretrained(name_or_path)
+        processor = MultiLabelImageProcessor.from_pretrained(name_or_path)
     except json.JSONDecodeError as error:
         raise ValueError(f"{name_or_path}/preprocessor_config.json is not valid JSON: {error}") from error
     except OSError as error:
@@ -378,7 +380,7 @@ def remove_entry(path: Path) -> None:
 
 def write_checkpoint(
     model: PreTrainedModel,
-    image_processor: HSVLTImageProcessor,
+    image_processor: MultiLabelImageProcessor,
     output_dir: str | os.PathLike,
     write_extras: Callable[[Path], None] | None = None,
     keep: Collection[str] = (),

@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from .data.label_files import iter_lines
 from .data.records import resolve_path
-from .image_processing_hsvlt import calibrated_thresholds, decision_thresholds
+from .image_processing_multilabel import calibrated_thresholds, decision_thresholds
 from .images import ImageLoadError, load_dataset_image, load_image
 
 

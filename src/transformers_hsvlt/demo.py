@@ -22,7 +22,7 @@ import PIL.Image
 import torch
 
 from .checkpoints import is_open_vocabulary, load_checkpoint
-from .image_processing_hsvlt import DEFAULT_THRESHOLD, calibrated_thresholds, decision_thresholds
+from .image_processing_multilabel import DEFAULT_THRESHOLD, calibrated_thresholds, decision_thresholds
 from .images import ImageLoadError, load_image
 from .inference import predict
 from .registry import get_architecture

@@ -2,7 +2,7 @@
 Sharing family checkpoints on the Hugging Face Hub: the model card, the folder to upload, and the upload.
 
 A shared checkpoint is remote code: its `config.json` has an `auto_map` and the folder holds the modules it names
-(for HSVLT `configuration_hsvlt.py`, `modeling_hsvlt.py`, plus `image_processing_hsvlt.py` for the image
+(for HSVLT `configuration_hsvlt.py`, `modeling_hsvlt.py`, plus `image_processing_multilabel.py` for the image
 processor), so that anyone can load it with `trust_remote_code=True` without installing this package. The card's
 paper, summary and citation come from the architecture's registry entry (`registry.Paper`).
 
@@ -37,7 +37,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from . import pipeline_multilabel
 from .evaluation.thresholds import describe_calibration
-from .image_processing_hsvlt import HSVLTImageProcessor
+from .image_processing_multilabel import MultiLabelImageProcessor
 from .pipeline_multilabel import FAMILY_PIPELINES
 from .registry import get_architecture
 
@@ -162,7 +162,7 @@ def save_model_card(output_dir: str | os.PathLike, model: PreTrainedModel | None
 
 def prepare_for_push(
     model: PreTrainedModel,
-    image_processor: HSVLTImageProcessor | None,
+    image_processor: MultiLabelImageProcessor | None,
     output_dir: str | os.PathLike,
     **card_kwargs,
 ) -> list[str]:
@@ -173,7 +173,7 @@ def prepare_for_push(
     Args:
         model (`PreTrainedModel` of a registered architecture):
             The model to share.
-        image_processor ([`HSVLTImageProcessor`], *optional*):
+        image_processor ([`MultiLabelImageProcessor`], *optional*):
             Its image processor; `None` saves the default one (the authors' preprocessing).
         output_dir (`str` or `os.PathLike`):
             The folder to write (created if needed).
@@ -186,7 +186,7 @@ def prepare_for_push(
     output_dir = Path(output_dir)
     model.config.custom_pipelines = FAMILY_PIPELINES
     model.save_pretrained(output_dir)
-    (image_processor if image_processor is not None else HSVLTImageProcessor()).save_pretrained(output_dir)
+    (image_processor if image_processor is not None else MultiLabelImageProcessor()).save_pretrained(output_dir)
     if model.class_name_tokenizer is not None:  # open-vocabulary models (see `FamilyPreTrainedModel`)
         model.class_name_tokenizer.save_pretrained(output_dir)
     shutil.copy(pipeline_multilabel.__file__, output_dir / Path(pipeline_multilabel.__file__).name)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import PIL.Image
 import PIL.ImageOps
 
-from .image_conversion_hsvlt import convert_image_to_rgb
+from .image_conversion_multilabel import convert_image_to_rgb
 
 
 #: Most pixels (width x height) `load_image` decodes at once by default: 8000 x 8000, or a 61-megapixel photograph;
@@ -78,7 +78,7 @@ def load_image(
     Load an image as an upright, fully decoded RGB PIL image.
 
     The EXIF orientation is applied and every mode is converted to RGB as by
-    [`~image_conversion_hsvlt.convert_image_to_rgb`]: transparency composited onto white, 16-bit images scaled to
+    [`~image_conversion_multilabel.convert_image_to_rgb`]: transparency composited onto white, 16-bit images scaled to
     8 bits, CMYK, palette and grayscale images converted.
 
     Args:

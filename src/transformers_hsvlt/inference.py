@@ -7,7 +7,7 @@ import PIL.Image
 import torch
 from transformers import PreTrainedModel
 
-from .image_processing_hsvlt import HSVLTImageProcessor
+from .image_processing_multilabel import MultiLabelImageProcessor
 from .visualization.gradcam import DEFAULT_STAGE, add_label_heatmaps
 
 
@@ -23,7 +23,7 @@ class Prediction:
 
 def predict(
     model: PreTrainedModel,
-    processor: HSVLTImageProcessor,
+    processor: MultiLabelImageProcessor,
     images: list[PIL.Image.Image],
     sources: list[str],
     threshold: float | str | None = "auto",

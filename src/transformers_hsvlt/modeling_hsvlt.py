@@ -139,7 +139,7 @@ class HSVLTModel(HSVLTPreTrainedModel):
             raise ValueError("HSVLT needs `pixel_values`, a float tensor (batch_size, num_channels, height, width).")
         if not torch.is_floating_point(pixel_values):
             raise ValueError(
-                f"`pixel_values` must be a floating-point tensor (images preprocessed by HSVLTImageProcessor, values "
+                f"`pixel_values` must be a floating-point tensor (images preprocessed by MultiLabelImageProcessor, values "
                 f"in [0, 1]), got {pixel_values.dtype}; raw uint8 images must go through the image processor first."
             )
         if pixel_values.ndim != 4 or pixel_values.shape[1] != self.config.num_channels:
@@ -177,7 +177,7 @@ class HSVLTModel(HSVLTPreTrainedModel):
         r"""
         Args:
             pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
-                Images, as produced by [`HSVLTImageProcessor`] (values in [0, 1] with the authors' preprocessing).
+                Images, as produced by [`MultiLabelImageProcessor`] (values in [0, 1] with the authors' preprocessing).
                 Floating-point images of another dtype than the model's weights (float64 from NumPy, half, bfloat16)
                 are converted to the weights' dtype; integer images (e.g. raw uint8 pixels) are refused with a
                 `ValueError`, as they have not been preprocessed.
@@ -234,7 +234,7 @@ class HSVLTForMultiLabelClassification(HSVLTPreTrainedModel):
         r"""
         Args:
             pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
-                Images, as produced by [`HSVLTImageProcessor`].
+                Images, as produced by [`MultiLabelImageProcessor`].
             labels (`torch.FloatTensor` of shape `(batch_size, num_labels)`, *optional*):
                 1 for a present label, 0 for an absent one, -1 to leave the entry out of the loss (e.g. VOC
                 "difficult" objects). Soft targets in [0, 1] are accepted; any other value raises a `ValueError`.

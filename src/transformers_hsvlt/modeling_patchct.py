@@ -208,7 +208,7 @@ class PatchCTModel(ClassNameInputsMixin, PatchCTPreTrainedModel):
         r"""
         Args:
             pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
-                Images normalised as CLIP's (see [`HSVLTImageProcessor`] with CLIP's mean and std); any size that is a
+                Images normalised as CLIP's (see [`MultiLabelImageProcessor`] with CLIP's mean and std); any size that is a
                 multiple of the patch size (the position embeddings are interpolated).
             class_input_ids, class_attention_mask (`torch.LongTensor` of shape `(num_classes, length)`, *optional*):
                 Tokenized prompts of other class names than the stored ones (`class_name_inputs(names, tokenizer)`);

@@ -271,7 +271,7 @@ class PVLRModel(ClassNameInputsMixin, PVLRPreTrainedModel):
         r"""
         Args:
             pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
-                Images normalised as CLIP's (see [`HSVLTImageProcessor`] with CLIP's mean and std); any size that is a
+                Images normalised as CLIP's (see [`MultiLabelImageProcessor`] with CLIP's mean and std); any size that is a
                 multiple of the patch size (the position embeddings are interpolated).
             class_input_ids, class_attention_mask, class_context_input_ids, class_context_attention_mask
                 (`torch.LongTensor` of shape `(num_classes, length)`, *optional*):

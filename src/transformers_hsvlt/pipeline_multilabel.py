@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from transformers.pipelines import ImageClassificationPipeline
 
-from .image_conversion_hsvlt import convert_image_to_rgb, open_image
+from .image_conversion_multilabel import convert_image_to_rgb, open_image
 
 
 NOT_GIVEN = object()

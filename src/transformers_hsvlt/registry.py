@@ -104,7 +104,7 @@ class Architecture:
         name: The `--model` / `--architecture` value, and the config's `model_type`.
         config_class, base_model_class, model_class: The remote-code classes (`AutoConfig`, `AutoModel`,
             `AutoModelForImageClassification`).
-        image_processor_defaults: Keyword arguments of `HSVLTImageProcessor` for this architecture (resize mode,
+        image_processor_defaults: Keyword arguments of `MultiLabelImageProcessor` for this architecture (resize mode,
             normalisation); `size` is taken from the config's `image_size`.
         presets: Named [`Preset`]s; `default_preset` is used for real datasets and `small_preset` for the embedded
             digits default.

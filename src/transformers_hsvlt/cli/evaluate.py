@@ -16,7 +16,7 @@ from ..data import DEFAULT_SPLITS, DataArguments, load_training_data
 from ..evaluation import check_writable, evaluate_all_classes, format_extras, format_metric_table, write_results
 from ..evaluation.metrics import format_swept_table, multilabel_metrics, swept_threshold_metrics
 from ..evaluation.thresholds import dataset_location, describe_calibration
-from ..image_processing_hsvlt import calibrated_thresholds
+from ..image_processing_multilabel import calibrated_thresholds
 from ..threads import set_threads
 from .common import EXIT_SUCCESS, DefaultOnceHelpFormatter, RuntimeArguments, run_command
 

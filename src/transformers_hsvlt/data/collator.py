@@ -24,7 +24,7 @@ class MultiLabelCollator:
     (``dataset.select_columns(...)``); otherwise the Trainer drops ``image`` before the collator sees it.
 
     Args:
-        image_processor: a callable such as ``HSVLTImageProcessor`` with
+        image_processor: a callable such as ``MultiLabelImageProcessor`` with
             ``image_processor(images=list_of_images, return_tensors="pt")["pixel_values"]``.
         num_labels: the number of classes ``K``.
         augment: an optional callable applied to the ``(B, 3, H, W)`` batch on the CPU, e.g. a

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from ..data import chance_level_map, get_class_names, multi_hot
-from ..image_processing_hsvlt import HSVLTImageProcessor
+from ..image_processing_multilabel import MultiLabelImageProcessor
 from ..images import ImageLoadError, load_dataset_image
 from ..registry import get_architecture
 from .metrics import multilabel_metrics, seen_and_unseen_map, sigmoid
@@ -46,7 +46,7 @@ class DecodedBatch:
     package's loader and resized by the processor; unreadable images raise, or with `skip_bad_images` are reported
     in `skipped`. Module-level and picklable for worker processes."""
 
-    def __init__(self, processor: HSVLTImageProcessor, num_classes: int, skip_bad_images: bool):
+    def __init__(self, processor: MultiLabelImageProcessor, num_classes: int, skip_bad_images: bool):
         self.processor = processor
         self.num_classes = num_classes
         self.skip_bad_images = skip_bad_images
@@ -74,7 +74,7 @@ class DecodedBatch:
 @torch.no_grad()
 def evaluate_split(
     model: PreTrainedModel,
-    processor: HSVLTImageProcessor,
+    processor: MultiLabelImageProcessor,
     dataset: Dataset,
     batch_size: int = 16,
     skip_bad_images: bool = False,
@@ -118,7 +118,7 @@ def evaluate_split(
 
 
 def evaluate_all_classes(
-    model: PreTrainedModel, processor: HSVLTImageProcessor, dataset: Dataset, **evaluate_kwargs
+    model: PreTrainedModel, processor: MultiLabelImageProcessor, dataset: Dataset, **evaluate_kwargs
 ) -> tuple[EvaluationResult, dict[str, float]]:
     """
     `evaluate_split` on every class of the split. An open-vocabulary model (its architecture's

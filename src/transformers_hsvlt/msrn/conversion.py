@@ -46,7 +46,7 @@ IMAGE_PROCESSOR_DEFAULTS = {
     "image_mean": [0.485, 0.456, 0.406],
     "image_std": [0.229, 0.224, 0.225],
 }
-"""`HSVLTImageProcessor` arguments of the authors' evaluation preprocessing, with `size` the config's `image_size`
+"""`MultiLabelImageProcessor` arguments of the authors' evaluation preprocessing, with `size` the config's `image_size`
 (448): squash to a square (bilinear), ImageNet mean/std."""
 
 RESNET_ARCHITECTURE_FIELDS = (

@@ -134,7 +134,7 @@ CLIP_IMAGE_PROCESSOR_DEFAULTS = {
     "image_mean": list(OPENAI_CLIP_MEAN),
     "image_std": list(OPENAI_CLIP_STD),
 }
-"""`HSVLTImageProcessor` keyword arguments of CLIP's preprocessing: a bicubic squash to `image_size` (no crop), pixel
+"""`MultiLabelImageProcessor` keyword arguments of CLIP's preprocessing: a bicubic squash to `image_size` (no crop), pixel
 values in [0, 1] normalised with CLIP's mean and standard deviation."""
 
 DEFAULT_BACKBONE = "openai/clip-vit-base-patch16"

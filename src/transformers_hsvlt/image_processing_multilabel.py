@@ -1,6 +1,6 @@
-"""Image processor for HSVLT.
+"""The image processor of the whole family (HSVLT, MSRN, PatchCT, PVLR): `MultiLabelImageProcessor`.
 
-Reproduces the authors' preprocessing (resize to 448x448 without keeping the aspect ratio, bilinear, pixel values in
+Its defaults reproduce HSVLT's authors' preprocessing (resize to 448x448 without keeping the aspect ratio, bilinear, pixel values in
 [0, 1], no mean/std normalisation) and accepts every common kind of input: PIL images of any mode, NumPy arrays and
 torch tensors, channels first or last, 8-bit, 16-bit or float.
 
@@ -29,7 +29,7 @@ from transformers.image_utils import (
 from transformers.processing_utils import ImagesKwargs, Unpack
 from transformers.utils import TensorType
 
-from .image_conversion_hsvlt import (
+from .image_conversion_multilabel import (
     check_size,
     open_image,
     pil_image_to_pixels,
@@ -90,11 +90,12 @@ def _label_names(id2label: Mapping[int, str] | Sequence[str] | None, num_labels:
     return [str(names[index]) for index in range(num_labels)]
 
 
-class HSVLTImageProcessor(PilBackend):
+class MultiLabelImageProcessor(PilBackend):
     r"""
-    Constructs an HSVLT image processor (PIL/NumPy backend, no torchvision needed).
+    Constructs the family's image processor (PIL/NumPy backend, no torchvision needed); each architecture sets its
+    resize and normalisation (MSRN: ImageNet mean/std; PatchCT, PVLR: CLIP's).
 
-    The defaults are the authors' preprocessing: resize to 448x448 without keeping the aspect ratio (bilinear, as
+    The defaults are HSVLT's authors' preprocessing: resize to 448x448 without keeping the aspect ratio (bilinear, as
     torchvision's `Resize` on PIL images), pixel values rescaled to [0, 1], no mean/std normalisation.
 
     Every input is first brought to an RGB image on the [0, 255] scale: PIL images of any mode (EXIF orientation
@@ -139,9 +140,9 @@ class HSVLTImageProcessor(PilBackend):
 
     ```python
     >>> from PIL import Image
-    >>> from transformers_hsvlt import HSVLTImageProcessor
+    >>> from transformers_hsvlt import MultiLabelImageProcessor
 
-    >>> processor = HSVLTImageProcessor()
+    >>> processor = MultiLabelImageProcessor()
     >>> inputs = processor(Image.new("RGB", (640, 480)), return_tensors="pt")
     >>> inputs["pixel_values"].shape
     torch.Size([1, 3, 448, 448])
@@ -428,6 +429,16 @@ def decision_thresholds(threshold, names: Sequence[str], calibrated: Mapping[str
     return np.array([chosen[name] for name in names], dtype=np.float64)
 
 
-HSVLTImageProcessor.register_for_auto_class("AutoImageProcessor")
+HSVLTImageProcessor = MultiLabelImageProcessor
+"""The former name (before 0.2, in `image_processing_hsvlt.py`): checkpoints saved then carry their own copy of that
+module and name it in `preprocessor_config.json`; the toolkit reads their settings with this class."""
 
-__all__ = ["DEFAULT_THRESHOLD", "HSVLTImageProcessor", "calibrated_thresholds", "decision_thresholds"]
+MultiLabelImageProcessor.register_for_auto_class("AutoImageProcessor")
+
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "HSVLTImageProcessor",
+    "MultiLabelImageProcessor",
+    "calibrated_thresholds",
+    "decision_thresholds",
+]

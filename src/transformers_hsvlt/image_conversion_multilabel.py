@@ -1,7 +1,7 @@
 """Pixel conversions of the family's image processing: every kind of image input to RGB on the [0, 255] scale.
 
 PIL images of any mode (EXIF orientation applied, transparency composited onto white, 16-bit scaled to 8 bits), NumPy
-arrays and torch tensors with channels first or last. Shared by `HSVLTImageProcessor`, the family's
+arrays and torch tensors with channels first or last. Shared by `MultiLabelImageProcessor`, the family's
 `image-classification` pipeline and the toolkit's image loader, so that every entry point sees the same pixels.
 
 Remote code: copied next to saved checkpoints, so it only imports torch, transformers, NumPy, PIL and the standard
@@ -209,7 +209,7 @@ def check_size(size: SizeDict) -> None:
     """Raise a `ValueError` unless `size` is `{"height": int, "width": int}` with positive values."""
     if size is None or set(dict(size)) != {"height", "width"} or size.height < 1 or size.width < 1:
         raise ValueError(
-            "HSVLTImageProcessor resizes to a fixed size: size must be {'height': int, 'width': int} with positive "
+            "MultiLabelImageProcessor resizes to a fixed size: size must be {'height': int, 'width': int} with positive "
             f"values, got {dict(size) if size is not None else None}."
         )
 
