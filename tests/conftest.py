@@ -37,6 +37,16 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread on a shared 2-core machine: a module that runs many of them asks for
+    this (`pytestmark = pytest.mark.usefixtures("one_thread")`)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _keep_thread_count():
     """The commands set torch's thread count (`--threads auto`, the default): a test that runs one in this process

@@ -30,12 +30,7 @@ PREDICT_MODULE = [sys.executable, "-m", "transformers_hsvlt.cli.predict"]
 SUBPROCESS_TIMEOUT = 600
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -53,7 +53,7 @@ TINY_RUN = [
     "--save_strategy", "steps", "--save_steps", "1", "--eval_strategy", "no", "--load_best_model_at_end", "false",
     "--per_device_train_batch_size", "4", "--dataloader_num_workers", "0", "--quiet",
     "--random_label_embedding_size", str(LABEL_WIDTH), *TINY_MODEL,
-    "--threads", "1",  # as `_one_thread`: tiny models run fastest on one thread
+    "--threads", "1",  # as `one_thread`: tiny models run fastest on one thread
 ]  # fmt: skip
 COMMANDS = {
     "hsvlt-train": train_cli,
@@ -106,18 +106,12 @@ def edit_json(path, **values) -> None:
 # ---- fixtures (module scope: built once) -------------------------------------------------------------------------
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("reliability")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,8 @@ from transformers_hsvlt.images import DEFAULT_MAX_SIDE, ImageLoadError, load_ima
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 # the fixtures and runners of tests/test_reliability_commands.py
-workdir, checkpoint, images, _one_thread = commands.workdir, commands.checkpoint, commands.images, commands._one_thread
+workdir, checkpoint, images = commands.workdir, commands.checkpoint, commands.images
+pytestmark = pytest.mark.usefixtures("one_thread")
 run, refused = commands.run, commands.refused
 
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")

@@ -36,12 +36,7 @@ from transformers_hsvlt.training.resume import checkpoint_missing_files
 ONE_STEP = [*TINY_RUN, "--max_steps", "1"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
