@@ -144,6 +144,7 @@ def test_convnext_without_layer_scale():
     assert_same_hidden_states(model, convnext.convnext)
 
 
+@pytest.mark.slow
 def test_label_files_and_hsvlt_s_shape(tmp_path):
     """Label names and embeddings from files; a ConvNeXt-S-shaped backbone gives exactly HSVLT-S."""
     (tmp_path / "label.txt").write_text("\n".join(NAMES) + "\n")

@@ -99,6 +99,7 @@ def test_a_folder_is_tagged_row_by_row_and_unreadable_files_are_listed_apart(che
         assert row["labels"] == above and row["scores"] == pytest.approx([scores[name] for name in above], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_list_files_and_datasets_give_the_rows_of_their_images(checkpoint, folder, tmp_path, capsys):
     """A list file (relative paths, any order, the authors' `path<TAB>labels` lines too) gives the folder's rows; a
     saved dataset, read or streamed, gives one row per row index, to JSON Lines or Parquet."""
@@ -130,6 +131,7 @@ def test_list_files_and_datasets_give_the_rows_of_their_images(checkpoint, folde
             assert row["scores"] == pytest.approx(by_path[path]["scores"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_the_checkpoints_label_thresholds_decide_when_present(checkpoint, folder, tmp_path, capsys):
     """`label_thresholds` in the config (one per label) decide unless --threshold is given (as in hsvlt-predict)."""
     directory, paths, _ = folder
@@ -146,6 +148,7 @@ def test_the_checkpoints_label_thresholds_decide_when_present(checkpoint, folder
     assert {len(row["labels"]) for row in _rows(given)} == {5}
 
 
+@pytest.mark.slow
 def test_an_existing_output_is_kept_unless_resumed_or_overwritten(checkpoint, folder, tmp_path, capsys):
     directory, paths, _ = folder
     output = tmp_path / "tags.jsonl"

@@ -60,6 +60,7 @@ def reference(state, pixel_values, embeddings_path, num_heads=1):
 
 
 @pytest.mark.parametrize("layout", ["plain", "model", "state_dict"])
+@pytest.mark.slow
 def test_cli_converts_to_a_remote_code_checkpoint(layout, authors_state, label_files, tmp_path, capsys):
     labels, embeddings = label_files
     checkpoint = save_checkpoint(authors_state, tmp_path / "best_model.pth", layout)

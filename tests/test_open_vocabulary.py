@@ -25,6 +25,7 @@ def patchct_on_six_digits(tmp_path_factory):
     return output
 
 
+@pytest.mark.slow
 def test_training_on_some_labels_reports_seen_and_unseen_map(patchct_on_six_digits):
     config = json.loads((patchct_on_six_digits / "config.json").read_text())
     assert list(config["id2label"].values()) == SEEN  # the checkpoint keeps the labels it was trained on
@@ -68,6 +69,7 @@ def test_predict_and_pipeline_score_any_label_names(patchct_on_six_digits, capsy
     )  # sigmoid scores, independent of the other candidates
 
 
+@pytest.mark.slow
 def test_per_label_heads_refuse_label_names(tmp_path, capsys):
     output = tmp_path / "hsvlt"
     assert train_cli.main([*TINY, "--output_dir", str(output), "--random_label_embedding_size", "8"]) == 0

@@ -149,6 +149,7 @@ def test_bf16_autocast_forward_and_backward():
 
 
 @pytest.mark.parametrize("output_attentions", [False, True])
+@pytest.mark.slow
 def test_torch_compile_fullgraph_inference(output_attentions):
     """`fullgraph=True` raises on any graph break (input checks, block loop, outputs); the eager backend keeps the test
     fast while tracing exactly what inductor would get. Under `torch.compile` the folded form runs without the eager

@@ -411,6 +411,7 @@ def _custom_training(data, output_dir, *extra):
 
 
 @pytest.mark.parametrize("problem, workers", [("missing", "0"), ("corrupt", "0"), ("corrupt", "2")])
+@pytest.mark.slow
 def test_training_on_an_unreadable_image_names_the_file(problem, workers, image_rows, tmp_path, capsys):
     """A missing image is found when the dataset is built, a corrupt one when its batch is loaded (in the main process
     or in a data-loader worker): both stop hsvlt-train with exit status 2 and one line naming the file."""
@@ -444,6 +445,7 @@ def digits_checkpoint(tmp_path):
         ("checkpoint_head", ["does not fit", "config.json", "classifier.weight (10, 80) vs expected (3, 80)"]),
     ],
 )
+@pytest.mark.slow
 def test_label_count_and_width_mismatches_exit_2(case, fragments, digits_checkpoint, tmp_path, capsys):
     """Label embeddings (.npy), the config's labels and the checkpoint's head must agree: `hsvlt-train` exits 2 with
     a message naming the file and the shapes before training starts."""
@@ -474,6 +476,7 @@ def test_label_count_and_width_mismatches_exit_2(case, fragments, digits_checkpo
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
 
 
+@pytest.mark.slow
 def test_predict_and_eval_refuse_checkpoints_of_other_architectures(tmp_path, capsys):
     bert = tmp_path / "bert"
     BertModel(BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
@@ -521,6 +524,7 @@ def test_pickled_weights_are_refused_with_a_clear_message(tmp_path, capsys):
     assert "weights are loaded from safetensors only" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_malicious_pickle_is_never_unpickled(tmp_path, capsys):
     marker = tmp_path / "payload-ran"
     checkpoint = _pickle_only_checkpoint(tmp_path / "evil", {"weight": CreatesAFileWhenUnpickled(marker)})

@@ -213,6 +213,7 @@ def convert_arguments(checkpoint_file, output, *extra):
 # ---- 1. nothing overwritten without asking -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_train_refuses_a_trained_output_dir_and_overwrites_it_completely(trained_run, copy_of, capsys):
     output_dir = copy_of(trained_run)
     before = file_bytes(output_dir)
@@ -255,6 +256,7 @@ def test_embed_labels_refuses_to_overwrite_even_its_source(checkpoint, copy_of, 
 # ---- 2. resuming only the same run ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_resume_refuses_another_run_naming_the_differences(trained_run, copy_of, capsys):
     output_dir = copy_of(trained_run)
     resume = [*TINY_RUN, "--max_steps", "3", "--output_dir", output_dir, "--resume_from_checkpoint", "last"]
@@ -293,6 +295,7 @@ BROKEN_HSVLT = {
 
 
 @pytest.mark.parametrize("case", list(BROKEN_HSVLT))
+@pytest.mark.slow
 def test_checkpoints_that_do_not_fit_are_refused_everywhere(
     case, checkpoint, copy_of, images, encoder_dir, digit_labels, tmp_path, capsys
 ):
@@ -314,6 +317,7 @@ def test_checkpoints_that_do_not_fit_are_refused_everywhere(
 
 
 @pytest.mark.parametrize("case", ["missing", "nan"])
+@pytest.mark.slow
 def test_msrn_checkpoints_that_do_not_fit_are_refused(case, msrn_checkpoint, copy_of, images, capsys):
     broken = copy_of(msrn_checkpoint)
     name = next(key for key in load_file(broken / "model.safetensors") if key.endswith("weight"))
@@ -338,6 +342,7 @@ def test_convert_refuses_nan_weights(authors_checkpoint, tmp_path, capsys):
 # ---- 4. an interrupted final save leaves the previous checkpoint intact --------------------------------------------
 
 
+@pytest.mark.slow
 def test_full_disk_during_the_final_save_keeps_the_previous_checkpoint(trained_run, copy_of, monkeypatch, capsys):
     output_dir = copy_of(trained_run)
     final_files = {name: data for name, data in file_bytes(output_dir).items() if "/" not in name}
@@ -543,6 +548,7 @@ def test_heatmaps_of_images_with_the_same_file_name(checkpoint, images, tmp_path
     assert len(list((tmp_path / "two").iterdir())) == 2 * per_image
 
 
+@pytest.mark.slow
 def test_heatmaps_into_a_non_empty_directory_need_the_overwrite_flag(checkpoint, images, tmp_path, capsys):
     """The quick start's `hsvlt-predict ... --heatmaps DIR` run twice: the second run is refused, one line, exit 2,
     nothing written, unless `--overwrite_output_dir`."""
@@ -563,6 +569,7 @@ def test_heatmaps_into_a_non_empty_directory_need_the_overwrite_flag(checkpoint,
     assert set(heatmaps.iterdir()) == set(written)
 
 
+@pytest.mark.slow
 def test_heatmap_figures_of_examples_show_their_true_labels(checkpoint, images, tmp_path, capsys, monkeypatch):
     """An image named as training's examples (`00_one-four.png`) gets a figure with its true labels (and so the
     missed ones, see tests/test_visualization.py); an image of any other name, a figure without."""
@@ -656,6 +663,7 @@ def test_data_file_rows_errors_name_file_and_line(name, content, fragments, chec
                            "--eval_split", "train"], capsys, *fragments)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_files_are_named(checkpoint, copy_of, images, capsys):
     truncated = copy_of(checkpoint, "truncated")
     weights = truncated / "model.safetensors"
@@ -677,6 +685,7 @@ def test_corrupt_checkpoint_files_are_named(checkpoint, copy_of, images, capsys)
     [("--backbone", "/nonexistent/convnext"), ("--model_name_or_path", "./no-such-checkpoint"),
      ("--text_encoder", "/nonexistent/bert"), ("--label_embeddings", "EMPTY_NPY")],
 )  # fmt: skip
+@pytest.mark.slow
 def test_train_missing_or_empty_input_files(flag, value, tmp_path, capsys):
     if value == "EMPTY_NPY":
         value = tmp_path / "empty.npy"
@@ -760,6 +769,7 @@ def server(images):
     thread.join(timeout=5)
 
 
+@pytest.mark.slow
 def test_downloads_have_a_time_and_a_size_limit(checkpoint, images, server, capsys):
     start = time.monotonic()
     code, out, err = run("hsvlt-predict", [checkpoint, f"{server}/trickle", f"{server}/big", f"{server}/announced",

@@ -149,6 +149,7 @@ def slow_headers_url():
     thread.join(timeout=5)
 
 
+@pytest.mark.slow
 def test_download_limit_covers_slow_headers(checkpoint, images, slow_headers_url, capsys):
     code, out, err = run("hsvlt-predict", [checkpoint, slow_headers_url, images[0], "--download_seconds", "1"], capsys)
     assert code == 1 and str(images[0]) in out
@@ -217,6 +218,7 @@ def _peak_rss_mib(script: str, *arguments) -> tuple[float, str, str]:
     return int(peak_kib) / 1024, output, result.stderr
 
 
+@pytest.mark.slow
 def test_huge_images_are_refused_or_reduced_while_decoding(huge_png, tmp_path):
     with pytest.raises(ImageLoadError, match=r"11000x11000 = 121,000,000 pixels to decode"):
         load_image(huge_png)
@@ -313,6 +315,7 @@ def _edited_preprocessor(directory):
     ],
     ids=["num_labels", "hidden_sizes", "depths", "list", "null", "no_model_type", "preprocessor_size"],
 )
+@pytest.mark.slow
 def test_hostile_checkpoint_configs_are_refused_in_one_line(edit, fragments, checkpoint, images, tmp_path, capsys):
     copy = tmp_path / "hostile"
     shutil.copytree(checkpoint, copy)

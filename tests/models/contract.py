@@ -163,6 +163,7 @@ class ModelContractTests:
             if name not in missing:
                 assert torch.equal(tensor, state[name]), f"{name} is not the checkpoint's"
 
+    @pytest.mark.slow
     def test_every_parameter_receives_a_gradient(self, model):
         model.train()
         config = model.config
@@ -205,6 +206,7 @@ class ModelContractTests:
         plain = model(self.tester.pixel_values(batch_size))
         assert plain.hidden_states is None and plain.attentions is None
 
+    @pytest.mark.slow
     def test_gradient_checkpointing_gives_the_same_loss_and_gradients(self, model):
         if not model.supports_gradient_checkpointing:
             with pytest.raises(ValueError, match="does not support activation checkpointing"):
@@ -245,12 +247,14 @@ class ModelContractTests:
         for implementation, value in logits.items():
             torch.testing.assert_close(value, logits_of(model, pixel_values), rtol=1e-4, atol=1e-5, msg=implementation)
 
+    @pytest.mark.slow
     def test_a_batch_gives_the_logits_of_its_images_one_by_one(self, model):
         pixel_values = self.tester.pixel_values(3)
         batched = logits_of(model, pixel_values)
         one_by_one = torch.cat([logits_of(model, image[None]) for image in pixel_values])
         torch.testing.assert_close(batched, one_by_one, rtol=1e-4, atol=1e-5)
 
+    @pytest.mark.slow
     def test_inference_is_deterministic(self, model):
         pixel_values = self.tester.pixel_values()
         torch.testing.assert_close(logits_of(model, pixel_values), logits_of(model, pixel_values), rtol=0, atol=0)
@@ -258,6 +262,7 @@ class ModelContractTests:
     @pytest.mark.parametrize(
         "dynamic_batch", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["static", "dynamic"]
     )
+    @pytest.mark.slow
     def test_torch_export_matches_eager(self, model, dynamic_batch):
         from transformers_hsvlt.export import ClassifierLogits
 
