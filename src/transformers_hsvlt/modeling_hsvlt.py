@@ -92,6 +92,7 @@ class HSVLTPreTrainedModel(FamilyPreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
+    _supports_sdpa = True
     _no_split_modules = ["HSVLTLayer"]
     _keys_to_ignore_on_load_unexpected = [r"encoder\.stages\.\d+\.layers\.\d+\.label_gate\."]
     accepts_loss_kwargs = False

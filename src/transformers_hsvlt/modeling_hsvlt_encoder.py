@@ -180,7 +180,8 @@ class HSVLTVisualLinguisticAttention(nn.Module):
     Both forms scale the queries by `(C / heads)^-0.5` before the product with the keys instead of scaling the logits
     (the same values up to float rounding), and compute the attention explicitly (two batched matmuls and a softmax),
     which gives the attention map at no extra cost; eager inference with the weight products, one head and no attention
-    map runs `scaled_dot_product_attention` instead (one fused operation, the same values to float rounding).
+    map runs `scaled_dot_product_attention` instead when the model's `attn_implementation` is `"sdpa"` (the default;
+    one fused operation, the same values to float rounding), the explicit form with `"eager"`.
 
     [`HSVLTLayer`] calls [`~HSVLTVisualLinguisticAttention.forward_flat`] on `(B*K, C)` label rows, or, in training
     with one head, computes the same thing in [`HSVLTLabelUpdate`].
@@ -279,13 +280,14 @@ class HSVLTVisualLinguisticAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The folded form with the cached weight products, label features `(B*K, C)`: returns the input of
         `project_mm` `(B*K, C)` and the attention map `(B, heads, K, H*W)` (`None` unless `output_attentions`). With one
-        head and no attention map, the attention is `scaled_dot_product_attention` (exact: one fused operation)."""
+        head, no attention map and `attn_implementation="sdpa"`, the attention is `scaled_dot_product_attention` (exact:
+        one fused operation)."""
         batch_size, _, dim = visual_tokens.shape
         heads = self.num_heads
         label_input = torch.addmm(products.label_input_bias, label_features, products.label_input)
         folded_queries, gate_input = label_input.split([heads * dim, dim], dim=-1)
         attention_probs = None
-        if heads == 1 and not output_attentions:
+        if heads == 1 and not output_attentions and self.config._attn_implementation == "sdpa":
             tokens = visual_tokens.unsqueeze(1)
             queries = folded_queries.view(batch_size, 1, -1, dim)
             attended_tokens = F.scaled_dot_product_attention(queries, tokens, tokens, scale=1.0).view(-1, dim)

@@ -14,9 +14,11 @@ class HSVLTModelTester(ModelTester):
     image_size = 64
     random_buffers = ("weight",)
     """The label embeddings (`HSVLTLabelEmbeddings.weight`), standard normal until set."""
+    attention_implementations = ("eager", "sdpa")
+    """IVLA's attention: explicit (`eager`) or one `scaled_dot_product_attention` (one head, folded, inference)."""
 
     def get_config(self):
-        return tiny_config()
+        return tiny_config(fold_label_attention=True)  # the folded form is where `sdpa` applies
 
     def prepare_model(self, model):
         config = model.config
