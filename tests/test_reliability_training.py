@@ -419,3 +419,21 @@ def test_checkpoints_write_stages_inside_the_output_dir(trained_run, tmp_path, m
     model, processor = load_checkpoint(str(trained_run), "cpu")
     checkpoints.write_checkpoint(model, processor, tmp_path / "out")
     assert staged and staged[0].parent == tmp_path / "out" and not staged[0].exists()
+
+
+def test_a_run_record_cut_by_a_kill_leaves_the_previous_one(tmp_path, monkeypatch):
+    """A run killed while copying its record into a checkpoint (after `trainer_state.json`) must not leave a cut
+    `run_record.json` that `--resume_from_checkpoint last` then fails to read."""
+    from transformers_hsvlt.training import resume
+
+    resume.write_run_record(str(tmp_path), {"model": {"seed": 1}})
+
+    def cut_dump(record, file, **kwargs):
+        file.write('{"model": ')
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(resume.json, "dump", cut_dump)
+    with pytest.raises(KeyboardInterrupt):
+        resume.write_run_record(str(tmp_path), {"model": {"seed": 2}})
+    monkeypatch.undo()
+    resume.check_same_run(str(tmp_path), {"model": {"seed": 1}})  # the previous record, whole

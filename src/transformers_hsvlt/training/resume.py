@@ -92,9 +92,13 @@ class RunRecordInCheckpoints(TrainerCallback):
 
 
 def write_run_record(output_dir: str, record: dict) -> None:
+    """Write `record` to `output_dir/run_record.json` atomically (a temporary file renamed into place): a run killed
+    while writing it leaves the previous record or none, never a cut one."""
     os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, RUN_RECORD_NAME), "w") as file:
+    path = os.path.join(output_dir, RUN_RECORD_NAME)
+    with open(f"{path}.tmp", "w") as file:
         json.dump(record, file, indent=2, default=str)
+    os.replace(f"{path}.tmp", path)
 
 
 def resolve_resume_checkpoint(training_args: TrainingArguments) -> str | None:
