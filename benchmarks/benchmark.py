@@ -12,8 +12,13 @@ Measured models (random weights, nothing is downloaded):
 Backends (`--backends`):
 
 * `eager`: the PyTorch modules as they are.
-* `compile`: `torch.compile(model)` (inductor, default mode), compiled separately for inference and training (the
+* `compile`: `torch.compile(model)` (default mode), compiled separately for inference and training (the
   compilation time is reported, not timed). Under `torch.compile` HSVLT uses the folded form without cached products.
+* `compile-reduce-overhead`: `torch.compile(model, mode="reduce-overhead")`: on CUDA the compiled graphs are recorded
+  as CUDA graphs and replayed, which removes the per-kernel launch cost (each step starts with
+  `torch.compiler.cudagraph_mark_step_begin()`); on the CPU it compiles like `compile`.
+  `--compile-backend` chooses torch.compile's backend (`inductor` by default; `aot_eager` traces the same graphs
+  without generating code, which checks the path in seconds but ignores the mode).
 * `onnxruntime`: inference only. HSVLT-S exported with `transformers_hsvlt.export.export_onnx` (its weight products
   are folded into constants by ONNX Runtime when the session is created), ConvNeXt-S with `torch.onnx.export(...,
   dynamo=True)` of its pooled output; one `InferenceSession` (CPU provider, default graph optimisations,
@@ -23,13 +28,14 @@ For every model, backend, memory format and precision it reports the multiply-ac
 (`FlopCounterMode` FLOPs / 2, counted on an eager forward of the form the backend runs, after a warm-up forward so
 that the one-time weight products are not counted), the median time of an inference forward (`eval()`,
 `torch.no_grad()`) and of a training step (`train()`, forward + backward of a loss, gradients reset before each
-step) over `--repeats` rounds, images/s, and for `eager` the peak memory of each step:
+step) over `--repeats` rounds, images/s, and for the PyTorch backends the peak memory of each step:
 
 * CPU: the peak of the bytes held by torch's CPU allocator during the step, above what was held before it (weights,
   inputs), from the allocation and free events recorded by `torch.profiler.profile(profile_memory=True)` in an extra,
   untimed step. It counts tensors (activations, temporaries, gradients), not the C allocator's caches or the
   interpreter, so it is the CPU counterpart of `torch.cuda.max_memory_allocated`, not an RSS figure.
-* CUDA: `torch.cuda.max_memory_allocated()` during the step minus `torch.cuda.memory_allocated()` before it.
+* CUDA: `torch.cuda.max_memory_allocated()` during the step minus the memory the weights and inputs held before
+  the first step, so that the memory pools of CUDA graphs (allocated when they are recorded) are counted.
 
 The cases are measured in interleaved rounds (each round times every case once, in an order rotated from round to
 round) so that the load of a shared machine affects them alike; the medians over rounds are reported. All inference
@@ -40,6 +46,9 @@ the time the process waited for a CPU on a busy machine. `--busy-processes N` st
 machine shared with other work) before anything else and stops them at the end; `--threads auto` takes as many threads
 as CPUs are idle then (`idle_cpus`). On CUDA it also measures bf16 autocast and
 searches the largest training batch that fits in memory (doubling, then bisection on out-of-memory errors).
+
+`--size tiny` measures four-stage models one block deep and 8-32 channels wide instead of the small ones: it checks the whole
+path (a CUDA setup, a compile backend) in seconds; its figures mean nothing.
 
 The runs behind `benchmarks/results.md` (CPU) are listed there.
 """
@@ -56,6 +65,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -74,7 +84,15 @@ from transformers_hsvlt.threads import idle_cpus
 FOLDED, STRAIGHTFORWARD, CONVNEXT = "HSVLT-S", "HSVLT-S straightforward", "ConvNeXt-S"
 MODEL_KEYS = {"hsvlt": FOLDED, "straightforward": STRAIGHTFORWARD, "convnext": CONVNEXT}
 MODES = ("inference", "training")
-BACKENDS = ("eager", "compile", "onnxruntime")
+COMPILE_MODES = {"compile": "default", "compile-reduce-overhead": "reduce-overhead"}
+BACKENDS = ("eager", *COMPILE_MODES, "onnxruntime")
+SIZES = {  # size -> (HSVLTConfig arguments, ConvNextConfig arguments)
+    "small": ({}, {"depths": [3, 3, 27, 3], "hidden_sizes": [96, 192, 384, 768]}),
+    "tiny": (
+        {"depths": [1, 1, 1, 1], "hidden_sizes": [8, 16, 24, 32], "label_embedding_size": 12},
+        {"depths": [1, 1, 1, 1], "hidden_sizes": [8, 16, 24, 32]},
+    ),
+}
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 CLOCK_DESCRIPTIONS = {
     "wall": "wall-clock time (`time.perf_counter`)",
@@ -128,6 +146,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--models", default="hsvlt,straightforward,convnext", help=f"Comma-separated: {', '.join(MODEL_KEYS)}."
     )
     parser.add_argument("--backends", default="eager", help=f"Comma-separated: {', '.join(BACKENDS)}.")
+    parser.add_argument(
+        "--compile-backend", default="inductor", help="torch.compile's backend for the compile backends."
+    )
+    parser.add_argument(
+        "--size", choices=sorted(SIZES), default="small", help="small: HSVLT-S and ConvNeXt-S; tiny: a quick check."
+    )
     parser.add_argument("--modes", default="inference,training", help="Comma-separated: inference, training.")
     parser.add_argument(
         "--memory-formats", default="contiguous", help="Comma-separated: contiguous, channels_last (model and input)."
@@ -152,19 +176,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def build_models(num_labels: int, names: list[str]) -> dict[str, nn.Module]:
-    """The measured models, HSVLT-S folded and straightforward sharing the same random weights."""
+def build_models(num_labels: int, names: list[str], size: str = "small") -> dict[str, nn.Module]:
+    """The measured models, HSVLT folded and straightforward sharing the same random weights."""
     torch.manual_seed(0)
-    folded = HSVLTForMultiLabelClassification(HSVLTConfig(num_labels=num_labels, fold_label_attention=True))
+    hsvlt_arguments, convnext_arguments = SIZES[size]
+
+    def hsvlt(fold_label_attention: bool) -> HSVLTForMultiLabelClassification:
+        config = HSVLTConfig(**hsvlt_arguments, num_labels=num_labels, fold_label_attention=fold_label_attention)
+        return HSVLTForMultiLabelClassification(config)
+
+    folded = hsvlt(fold_label_attention=True)
     models = {FOLDED: folded}
     if STRAIGHTFORWARD in names:
-        straightforward = HSVLTForMultiLabelClassification(
-            HSVLTConfig(num_labels=num_labels, fold_label_attention=False)
-        )
-        straightforward.load_state_dict(folded.state_dict())
-        models[STRAIGHTFORWARD] = straightforward
+        models[STRAIGHTFORWARD] = hsvlt(fold_label_attention=False)
+        models[STRAIGHTFORWARD].load_state_dict(folded.state_dict())
     if CONVNEXT in names:
-        models[CONVNEXT] = ConvNextModel(ConvNextConfig(depths=[3, 3, 27, 3], hidden_sizes=[96, 192, 384, 768]))
+        models[CONVNEXT] = ConvNextModel(ConvNextConfig(**convnext_arguments))
     return {name: models[name] for name in names}
 
 
@@ -249,16 +276,39 @@ def make_steps(case: Measurement, model: nn.Module, inputs: dict, modes: list[st
         feed = {"pixel_values": inputs["pixel_values"].contiguous().cpu().numpy()}
         steps = {"inference": lambda: session.run(None, feed)}
     else:
-        runnable = torch.compile(model) if case.backend == "compile" else model
+        runnable = compiled(model, case.backend, args.compile_backend)
         steps = {
             "inference": lambda: inference_step(runnable, inputs, precision, device),
             "training": lambda: training_step(runnable, inputs, precision, device),
         }
+        if case.backend == "compile-reduce-overhead":
+            steps = {mode: starting_a_cuda_graph_step(step) for mode, step in steps.items()}
     steps = {mode: step for mode, step in steps.items() if mode in modes}
     for step in steps.values():
         step()  # compiles, creates the weight products
     case.setup_seconds = time.perf_counter() - start
     return steps
+
+
+def compiled(model: nn.Module, backend: str, compile_backend: str) -> nn.Module:
+    """`model` as the backend runs it: itself for `eager`, else `torch.compile` with the backend's mode. Every case
+    compiles the same forward functions again (for another model, mode or precision), so dynamo's limit on
+    recompilations (8 by default, after which it silently runs the function eagerly) is raised to cover them."""
+    if backend not in COMPILE_MODES:
+        return model
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 256)
+    return torch.compile(model, mode=COMPILE_MODES[backend], backend=compile_backend)
+
+
+def starting_a_cuda_graph_step(step: Callable[[], None]) -> Callable[[], None]:
+    """`step` preceded by `cudagraph_mark_step_begin()`: under `reduce-overhead` the outputs of a replayed CUDA graph
+    live in its memory pool, and marking each step lets the next replay reuse that pool (a no-op on the CPU)."""
+
+    def marked_step() -> None:
+        torch.compiler.cudagraph_mark_step_begin()
+        step()
+
+    return marked_step
 
 
 def count_cpu_flash_attention() -> None:
@@ -273,9 +323,10 @@ def count_cpu_flash_attention() -> None:
 
 def count_macs(model: nn.Module, backend: str, inputs: dict, precision: str, device: str) -> float:
     """Multiply-accumulates per image of one eager forward of the form `backend` runs: the inference form (weight
-    products, warmed up first) for `eager` and `onnxruntime`, the training form (folded, no products) for `compile`."""
+    products, warmed up first) for `eager` and `onnxruntime`, the training form (folded, no products) for the compile
+    backends."""
     count_cpu_flash_attention()
-    counted = inference_step_in_training_form if backend == "compile" else inference_step
+    counted = inference_step_in_training_form if backend in COMPILE_MODES else inference_step
     counted(model, inputs, precision, device)
     counter = FlopCounterMode(display=False)
     with counter:
@@ -305,13 +356,14 @@ def cpu_peak_bytes(step) -> float:
     return float(peak)
 
 
-def cuda_peak_bytes(step) -> float:
+def cuda_peak_bytes(step, held_before_setup: int) -> float:
+    """Peak of the CUDA memory allocated during `step()`, above what the weights and inputs held before the first step
+    (so a CUDA graph's memory pool, allocated when the graph was recorded and held since, counts)."""
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
-    before = torch.cuda.memory_allocated()
     step()
     torch.cuda.synchronize()
-    return float(torch.cuda.max_memory_allocated() - before)
+    return float(torch.cuda.max_memory_allocated() - held_before_setup)
 
 
 def synchronize(device: str) -> None:
@@ -328,7 +380,7 @@ def timed(step, device: str, clock: str) -> float:
 
 
 def fits_in_memory(name: str, model: nn.Module, batch_size: int, args, memory_format: str, precision: str) -> bool:
-    """Whether one training step at `batch_size` runs without a CUDA out-of-memory error."""
+    """Whether one training step at `batch_size` runs without an out-of-memory error."""
     try:
         inputs = make_inputs(name, batch_size, args.image_size, args.num_labels, args.device, memory_format)
         training_step(model, inputs, precision, args.device)
@@ -340,16 +392,16 @@ def fits_in_memory(name: str, model: nn.Module, batch_size: int, args, memory_fo
         torch.cuda.empty_cache()
 
 
-def largest_batch(name: str, model: nn.Module, args, memory_format: str, precision: str) -> int:
-    """The largest training batch that fits (0 if not even one image): doubling, then bisection."""
+def largest_batch(fits: Callable[[int], bool], limit: int) -> int:
+    """The largest batch size up to `limit` for which `fits(batch_size)` (0 if not even one image): doubling, then
+    bisection between the last size that fitted and the first that did not."""
     low, high = 0, 1
-    while high <= args.max_batch_limit and fits_in_memory(name, model, high, args, memory_format, precision):
+    while high <= limit and fits(high):
         low, high = high, high * 2
-    high = min(high, args.max_batch_limit + 1)
+    high = min(high, limit + 1)
     while high - low > 1:
         middle = (low + high) // 2
-        fits = fits_in_memory(name, model, middle, args, memory_format, precision)
-        low, high = (middle, high) if fits else (low, middle)
+        low, high = (middle, high) if fits(middle) else (low, middle)
     return low
 
 
@@ -368,7 +420,7 @@ def busy_processes(count: int):
 def prepare_cases(args, directory: Path) -> list[Case]:
     device, modes = args.device, args.modes.split(",")
     precisions = (args.precisions or ("fp32,bf16" if device.startswith("cuda") else "fp32")).split(",")
-    models = build_models(args.num_labels, [MODEL_KEYS[key] for key in args.models.split(",")])
+    models = build_models(args.num_labels, [MODEL_KEYS[key] for key in args.models.split(",")], args.size)
     cases = []
     for memory_format in args.memory_formats.split(","):
         layout = torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
@@ -380,14 +432,19 @@ def prepare_cases(args, directory: Path) -> list[Case]:
                     inputs = make_inputs(name, args.batch_size, args.image_size, args.num_labels, device, memory_format)
                     single = make_inputs(name, 1, args.image_size, args.num_labels, device, memory_format)
                     measurement.macs_per_image = count_macs(model, backend, single, precision, device)
+                    model.zero_grad(set_to_none=True)
+                    held_before_setup = torch.cuda.memory_allocated() if device.startswith("cuda") else 0
                     steps = make_steps(measurement, model, inputs, modes, args, directory)
                     for mode, step in steps.items():
                         for _ in range(args.warmup):
                             step()
-                        if backend == "eager" and not args.no_memory:  # right after warm-up steps of the same mode
+                        if backend != "onnxruntime" and not args.no_memory:  # right after warm-up steps of the mode
                             model.zero_grad(set_to_none=True)
-                            measure_peak = cuda_peak_bytes if device.startswith("cuda") else cpu_peak_bytes
-                            measurement.peak_bytes[mode] = measure_peak(step)
+                            measurement.peak_bytes[mode] = (
+                                cuda_peak_bytes(step, held_before_setup)
+                                if device.startswith("cuda")
+                                else cpu_peak_bytes(step)
+                            )
                     cases.append(Case(measurement, model, steps))
                     print(f"prepared {name} ({backend}, {memory_format}, {precision})", flush=True)
     return cases
@@ -409,7 +466,10 @@ def measure(args) -> list[Measurement]:
         for case in cases:
             m = case.measurement
             if m.backend == "eager":
-                m.max_batch_size = largest_batch(m.model, case.model, args, m.memory_format, m.precision)
+                fits = partial(
+                    fits_in_memory, m.model, case.model, args=args, memory_format=m.memory_format, precision=m.precision
+                )
+                m.max_batch_size = largest_batch(fits, args.max_batch_limit)
     return [case.measurement for case in cases]
 
 
@@ -502,23 +562,24 @@ def mebibytes(value: float | None) -> str:
     return f"{value / 2**20:.0f}" if value is not None else "n/a"
 
 
-def report(measurements: list[Measurement], args, loads: tuple[str, str]) -> str:
+def report(measurements: list[Measurement], args, machine: str, loads: tuple[str, str]) -> str:
     batch_size, cuda = args.batch_size, args.device.startswith("cuda")
+    size = "" if args.size == "small" else f" `--size {args.size}`: a check of the code path, not a measurement."
     threads = " (`--threads auto`: the CPUs idle at the start)" if args.threads == "auto" else ""
     busy = f" {args.busy_processes} busy-looping process(es) of ours ran throughout." if args.busy_processes else ""
     setup = (
-        f"{datetime.date.today().isoformat()}, {machine_description(args)}{threads}, torch {torch.__version__}, "
+        f"{datetime.date.today().isoformat()}, {machine}{threads}, torch {torch.__version__}, "
         f"transformers {transformers.__version__}. Batch {batch_size}, {args.image_size}x{args.image_size}, "
         f"{args.num_labels} labels; median of {args.repeats} interleaved rounds after {args.warmup} warm-up "
         f"step(s) per case and mode. Load average {loads[0]} at the start, {loads[1]} at the end.{busy} "
-        f"Times are the {CLOCK_DESCRIPTIONS[args.clock]}. Produced by `benchmarks/benchmark.py`."
+        f"Times are the {CLOCK_DESCRIPTIONS[args.clock]}. Produced by `benchmarks/benchmark.py`.{size}"
     )
     memory = (
         "`torch.cuda.max_memory_allocated()` during the step, above the memory allocated before it."
         if cuda
         else "peak of the bytes held by torch's CPU allocator during the step, above what it held before "
         "(weights, inputs), from `torch.profiler` allocation events: activations, temporaries and gradients, "
-        "not an RSS figure (eager only)."
+        "not an RSS figure (PyTorch backends only)."
     )
     header = (
         "| model | backend | memory format | precision | GMACs / image | setup s | inference ms | inference img/s "
@@ -575,7 +636,7 @@ def report(measurements: list[Measurement], args, loads: tuple[str, str]) -> str
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> list[Measurement]:
     args = parse_args(argv)
     if args.clock == "cpu" and args.device != "cpu":
         raise ValueError("--clock cpu measures host CPU time: use it with --device cpu.")
@@ -587,11 +648,12 @@ def main(argv=None) -> None:
         load_at_start = load_average()
         measurements = measure(args)
         load_at_end = load_average()
-    text = report(measurements, args, (load_at_start, load_at_end))
+    text = report(measurements, args, machine_description(args), (load_at_start, load_at_end))
     print(text)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as handle:
             handle.write(text)
+    return measurements
 
 
 if __name__ == "__main__":
