@@ -9,7 +9,9 @@ Arguments it does not know go to `hsvlt-train` (a smoke test: `--digits_train_si
 Each run is the quick start's two commands, as a newcomer types them plus `--seed S --threads T`: `hsvlt-train`
 (the embedded digits default: HSVLT's `tiny` preset, 20 epochs; its output in a fresh directory), then
 `hsvlt-predict` on the six examples it saved. Runs go in order over the (seed, threads) pairs, seeds first, one at a
-time; the table is rewritten after every run, so an interrupted benchmark keeps the runs it finished. Per run: mAP,
+time; the table is rewritten after every run, so an interrupted benchmark keeps the runs it finished.
+`--busy_processes N` runs N busy-looping processes alongside (a machine shared with other work, as in
+`benchmark.py`). Per run: mAP,
 CF1 and OF1 at threshold 0.5 and the lowest and highest per-class AP (from the run's `eval_results.json`), the
 digits `hsvlt-predict` named and missed on the examples (their file names carry the true labels), the training's
 wall time and the machine's load (1-minute load average, sampled every 10 s during training, mean and max). The
@@ -29,6 +31,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from benchmark import busy_processes
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -37,6 +41,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", nargs="+", default=["1", "2"], help="hsvlt-train --threads values (1 2).")
     parser.add_argument("--output", default="benchmarks/quick_start.md", help="The markdown table written.")
     parser.add_argument("--work_dir", default=None, help="Where the runs' checkpoints go (default: a temporary one).")
+    parser.add_argument(
+        "--busy_processes", type=int, default=0, help="Busy-looping processes competing for the CPUs (default 0)."
+    )
     args, args.train_arguments = parser.parse_known_args(
         argv
     )  # the rest goes to hsvlt-train (e.g. a smoke test's sizes)
@@ -73,12 +80,14 @@ def run_quick_start(seed: int, threads: str, output_dir: Path, train_arguments: 
     train += train_arguments
     start = time.perf_counter()
     with LoadSampler() as load:
-        subprocess.run(train, check=True, stdout=subprocess.DEVNULL)
+        printed = subprocess.run(train, check=True, capture_output=True, text=True).stdout
+    if threads == "auto":  # hsvlt-train's first line: "hsvlt-train: N CPU thread(s) (--threads auto); ..."
+        threads = f"auto ({printed.split()[1]})"
     minutes = (time.perf_counter() - start) / 60
     results = json.loads((output_dir / "eval_results.json").read_text())
     per_class = results["per_class_AP"]
     examples = sorted((output_dir / "examples").glob("*.png"))
-    predict = command("predict", str(output_dir), *map(str, examples), "--json", "--threads", threads)
+    predict = command("predict", str(output_dir), *map(str, examples), "--json", "--threads", "auto")
     predictions = json.loads(subprocess.run(predict, check=True, capture_output=True, text=True).stdout)
     named = missed = wrong = 0
     for example, prediction in zip(examples, predictions):
@@ -108,13 +117,14 @@ def spread(values: list[float]) -> str:
 
 def write_table(path: Path, runs: list[dict]) -> None:
     columns = ["seed", "threads", "mAP", "CF1", "OF1", "chance_mAP", "lowest_AP", "highest_AP", "examples"]
-    columns += ["minutes", "load"]
+    columns += ["minutes", "busy", "load"]
     lines = [
         "# Quick start, repeated (`benchmarks/quick_start.py`)",
         "",
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {os.cpu_count()} CPUs; `hsvlt-train --seed S --threads T`"
-        " (otherwise the default) then `hsvlt-predict` on its six examples (threshold 0.5). load: the 1-minute load"
-        " average during training, mean / max.",
+        " (otherwise the default) then `hsvlt-predict` on its six examples (threshold 0.5). threads: auto (N) is"
+        " the count `--threads auto` chose. busy: busy-looping processes of the benchmark competing for the CPUs."
+        " load: the 1-minute load average during training, mean / max.",
         "",
         "| " + " | ".join(columns) + " |",
         "| " + " | ".join("---:" for _ in columns) + " |",
@@ -135,7 +145,9 @@ def main(argv=None) -> None:
     runs = []
     for index in range(args.runs):
         seed, threads = pairs[index % len(pairs)]
-        runs.append(run_quick_start(seed, threads, work_dir / f"run{index}", args.train_arguments))
+        with busy_processes(args.busy_processes):
+            run = run_quick_start(seed, threads, work_dir / f"run{index}", args.train_arguments)
+        runs.append({**run, "busy": args.busy_processes})
         write_table(Path(args.output), runs)
         print(json.dumps(runs[-1]), flush=True)
 

@@ -37,8 +37,9 @@ def test_train_uses_auto_threads_by_default_like_predict_and_eval():
 
 
 @pytest.mark.parametrize("processes, expected", [(None, 3), ("2", 1)])
-def test_hsvlt_train_sets_the_threads_before_training(monkeypatch, processes, expected):
-    """`hsvlt-train --threads auto` with 3 idle CPUs trains on 3 threads, each of 2 launched processes on 1."""
+def test_hsvlt_train_sets_the_threads_before_training(monkeypatch, capsys, processes, expected):
+    """`hsvlt-train --threads auto` with 3 idle CPUs trains on 3 threads, each of 2 launched processes on 1, and says
+    how many (the same seed trains the same model only on as many threads)."""
     monkeypatch.setattr(threads, "idle_cpus", lambda: 3)
     if processes:
         monkeypatch.setenv("LOCAL_WORLD_SIZE", processes)
@@ -47,6 +48,7 @@ def test_hsvlt_train_sets_the_threads_before_training(monkeypatch, processes, ex
     torch.set_num_threads(1 if expected != 1 else 2)
     assert train.main(["--threads", "auto"]) == 0
     assert seen == [expected]
+    assert capsys.readouterr().out.startswith(f"hsvlt-train: {expected} CPU thread(s) (--threads auto);")
 
 
 def test_hsvlt_train_refuses_bad_threads_in_one_line(capsys):

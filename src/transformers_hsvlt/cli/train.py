@@ -22,7 +22,12 @@ PROG = "hsvlt-train"
 def main(argv: list[str] | None = None) -> int:
     def command() -> int:
         model_args, data_args, output_args, training_args = parse_train_arguments(argv)
-        set_threads(output_args.threads)
+        threads = set_threads(output_args.threads)
+        print(
+            f"{PROG}: {threads} CPU thread(s) (--threads {output_args.threads}); the same seed and thread count "
+            "train the same model",
+            flush=True,
+        )
         try:
             train(model_args, data_args, output_args, training_args)
         except KeyboardInterrupt:
