@@ -125,31 +125,3 @@ def run_checkpoints_in_fresh_process(checkpoints, image_path, other_names, tmp_p
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def parameters_after_one_update(model, dataset, batch_size: int, accumulation_steps: int, output_dir) -> dict:
-    """The trainable parameters of `model` after one optimizer step of a plain `transformers.Trainer` (SGD, constant
-    learning rate) over `dataset` in batches of `batch_size` with `accumulation_steps` gradient-accumulation steps."""
-    from transformers import Trainer, TrainingArguments
-
-    arguments = TrainingArguments(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=batch_size,
-        gradient_accumulation_steps=accumulation_steps,
-        max_steps=1,
-        learning_rate=0.5,
-        optim="sgd",
-        lr_scheduler_type="constant",
-        weight_decay=0.0,
-        max_grad_norm=0.0,
-        remove_unused_columns=False,
-        report_to=[],
-        save_strategy="no",
-        logging_strategy="no",
-        use_cpu=True,
-        dataloader_num_workers=0,
-        disable_tqdm=True,
-        seed=0,
-    )
-    Trainer(model=model, args=arguments, train_dataset=dataset).train()
-    return {name: parameter.detach().clone() for name, parameter in model.named_parameters() if parameter.requires_grad}

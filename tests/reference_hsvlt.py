@@ -5,8 +5,22 @@
 It shares no code with the package: plain torch ops, the authors' Conv1d weights used as Conv1d, heads split by hand.
 """
 
+from pathlib import Path
+
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+
+def write_authors_checkpoint(directory: Path) -> Path:
+    """A random checkpoint of a tiny HSVLT (3 labels) in the layout of the authors' code, `best_model.pth` with its
+    label files (`authors-labels.txt`, `authors-bert.npy`) beside it in `directory`; returns its path."""
+    names = ["cat", "dog", "bird"]
+    (directory / "authors-labels.txt").write_text("\n".join(names) + "\n")
+    np.save(directory / "authors-bert.npy", np.random.default_rng(0).standard_normal((3, 12)).astype(np.float32))
+    state = random_authors_state_dict([1, 1, 2, 1], [8, 16, 24, 32], 12, len(names))
+    torch.save({"state_dict": state}, directory / "best_model.pth")
+    return directory / "best_model.pth"
 
 
 def random_authors_state_dict(depths, dims, label_size, num_labels, seed=0, with_unused=True):

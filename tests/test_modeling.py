@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_same_update, tiny_config
+from conftest import assert_same_update, parameters_after_one_update, tiny_config
 from reference_hsvlt import random_authors_state_dict, reference_logits
 from safetensors.torch import save_file
 
@@ -170,8 +170,6 @@ def test_unknown_forward_arguments_are_refused(config, model_class):
 @pytest.mark.slow
 def test_trainer_gradient_accumulation_equals_one_larger_batch(config, tmp_path):
     """2 accumulation steps of 2 images give the same SGD update as one step of 4 images, with a plain `Trainer`."""
-    from transformers import Trainer, TrainingArguments
-
     generator = torch.Generator().manual_seed(0)
     dataset = [
         {
@@ -184,27 +182,10 @@ def test_trainer_gradient_accumulation_equals_one_larger_batch(config, tmp_path)
 
     def trained(batch_size, accumulation_steps):
         model = build(config).train()
-        arguments = TrainingArguments(
-            output_dir=str(tmp_path / f"run_{batch_size}"),
-            per_device_train_batch_size=batch_size,
-            gradient_accumulation_steps=accumulation_steps,
-            max_steps=1,
-            optim="sgd",
-            learning_rate=0.5,
-            lr_scheduler_type="constant",
-            weight_decay=0.0,
-            max_grad_norm=0.0,
-            save_strategy="no",
-            report_to="none",
-            use_cpu=True,
-            dataloader_num_workers=0,
-            seed=0,
-        )
-        Trainer(model=model, args=arguments, train_dataset=dataset).train()
-        return model.state_dict()
+        return parameters_after_one_update(model, dataset, batch_size, accumulation_steps, tmp_path / f"{batch_size}")
 
     accumulated, single = trained(2, 2), trained(4, 1)
-    moved = [name for name in initial if not torch.equal(single[name], initial[name])]
+    moved = [name for name in single if not torch.equal(single[name], initial[name])]
     assert any("label_attention.key" in name for name in moved) and "classifier.weight" in moved
     assert (single["classifier.weight"] - initial["classifier.weight"]).abs().max() > 1e-3
     assert_same_update(initial, accumulated, single)

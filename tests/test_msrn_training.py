@@ -3,9 +3,8 @@
 import numpy as np
 import pytest
 import torch
-from conftest import assert_same_update
+from conftest import assert_same_update, parameters_after_one_update
 from reference_msrn import random_cooccurrence, single_thread, tiny_msrn_config  # noqa: F401 (single_thread: an autouse fixture)
-from transformers import Trainer, TrainingArguments
 
 from transformers_hsvlt import MSRNForMultiLabelClassification
 from transformers_hsvlt.data import build_digit_canvases, get_class_names
@@ -37,22 +36,7 @@ def trained_parameters(batch_size: int, accumulation_steps: int, tmp_path) -> di
         }
         for _ in range(4)
     ]
-    args = TrainingArguments(
-        output_dir=str(tmp_path / f"run{batch_size}"),
-        per_device_train_batch_size=batch_size,
-        gradient_accumulation_steps=accumulation_steps,
-        max_steps=1,
-        learning_rate=0.5,
-        optim="sgd",
-        lr_scheduler_type="constant",
-        weight_decay=0.0,
-        report_to=[],
-        save_strategy="no",
-        use_cpu=True,
-        seed=0,
-    )
-    Trainer(model=model, args=args, train_dataset=examples).train()
-    return {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
+    return parameters_after_one_update(model, examples, batch_size, accumulation_steps, tmp_path / f"run{batch_size}")
 
 
 def test_gradient_accumulation_equals_the_whole_batch(tmp_path):

@@ -10,12 +10,11 @@ import torch
 from clip_fixtures import (
     NAMES,
     VISION_CONFIG,
-    parameters_after_one_update,
     tiny_config,
     tiny_model,
     tiny_tokenizer,
 )
-from conftest import assert_same_update
+from conftest import assert_same_update, parameters_after_one_update
 from PIL import Image
 
 from transformers_hsvlt import MultiLabelImageProcessor, PatchCTConfig, PatchCTForMultiLabelClassification, PatchCTModel

@@ -8,13 +8,12 @@ import torch
 from clip_fixtures import (
     NAMES,
     clip_image_processor,
-    parameters_after_one_update,
     run_checkpoints_in_fresh_process,
     tiny_config,
     tiny_model,
     tiny_tokenizer,
 )
-from conftest import assert_same_update
+from conftest import assert_same_update, parameters_after_one_update
 from PIL import Image
 
 from transformers_hsvlt import PatchCTForMultiLabelClassification, PVLRConfig, PVLRForMultiLabelClassification

@@ -25,7 +25,7 @@ import pytest
 import torch
 from conftest import tiny_config
 from PIL import Image
-from reference_hsvlt import random_authors_state_dict
+from reference_hsvlt import write_authors_checkpoint
 from safetensors.torch import load_file, save_file
 from transformers import BertConfig, BertModel, BertTokenizer
 
@@ -195,13 +195,7 @@ def digit_labels(workdir):
 
 @pytest.fixture(scope="module")
 def authors_checkpoint(workdir):
-    """A random checkpoint in the layout of the HSVLT authors' code, with its label files."""
-    names = ["cat", "dog", "bird"]
-    (workdir / "authors-labels.txt").write_text("\n".join(names) + "\n")
-    np.save(workdir / "authors-bert.npy", np.random.default_rng(0).standard_normal((3, 12)).astype(np.float32))
-    state = random_authors_state_dict([1, 1, 2, 1], [8, 16, 24, 32], 12, len(names))
-    torch.save({"state_dict": state}, workdir / "best_model.pth")
-    return workdir / "best_model.pth"
+    return write_authors_checkpoint(workdir)
 
 
 def convert_arguments(checkpoint_file, output, *extra):

@@ -137,14 +137,9 @@ def test_convert_into_the_current_directory_keeps_the_users_files(authors_checkp
 
 @pytest.fixture(scope="module")
 def authors_checkpoint(workdir):
-    from reference_hsvlt import random_authors_state_dict
+    from reference_hsvlt import write_authors_checkpoint
 
-    names = ["cat", "dog", "bird"]
-    (workdir / "authors-labels.txt").write_text("\n".join(names) + "\n")
-    np.save(workdir / "authors-bert.npy", np.random.default_rng(0).standard_normal((3, 12)).astype(np.float32))
-    state = random_authors_state_dict([1, 1, 2, 1], [8, 16, 24, 32], 12, len(names))
-    torch.save({"state_dict": state}, workdir / "best_model.pth")
-    return workdir / "best_model.pth"
+    return write_authors_checkpoint(workdir)
 
 
 # ---- 2. an output directory on its own filesystem ------------------------------------------------------------------

@@ -25,8 +25,7 @@ from ..evaluation import evaluate_split
 from ..evaluation.thresholds import STRATEGIES, calibrate_thresholds, dataset_location, describe_calibration
 from ..hub import with_thresholds_section
 from ..threads import set_threads
-from .common import EXIT_SUCCESS, DefaultOnceHelpFormatter, RuntimeArguments, run_command
-from .evaluate import DEFAULT_WORKERS
+from .common import EXIT_SUCCESS, BatchingArguments, DefaultOnceHelpFormatter, RuntimeArguments, run_command
 
 
 PROG = "hsvlt-calibrate"
@@ -49,10 +48,6 @@ class CalibrateArguments:
     min_positives: int = field(
         default=5, metadata={"help": "Labels with fewer positives in the split get the global threshold."}
     )
-    batch_size: int = field(default=16, metadata={"help": "Images per forward pass."})
-    num_workers: int = field(
-        default=DEFAULT_WORKERS, metadata={"help": "Processes that decode and resize images while the model runs."}
-    )
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1, ... (default: cuda if available)."})
     seed: int = field(default=1, metadata={"help": "Seed of the digits dataset (must match training's --seed)."})
     quiet: bool = field(default=False, metadata={"help": "No progress bar."})
@@ -62,15 +57,11 @@ class CalibrateArguments:
             raise ValueError(f"--target_precision must be in (0, 1], got {self.target_precision}.")
         if self.min_positives < 1:
             raise ValueError(f"--min_positives must be at least 1, got {self.min_positives}.")
-        if self.batch_size < 1:
-            raise ValueError(f"--batch_size must be at least 1, got {self.batch_size}.")
-        if self.num_workers < 0:
-            raise ValueError(f"--num_workers must be 0 or more, got {self.num_workers}.")
 
 
 def build_parser() -> HfArgumentParser:
     parser = HfArgumentParser(
-        (CalibrateArguments, DataArguments, RuntimeArguments),
+        (CalibrateArguments, BatchingArguments, DataArguments, RuntimeArguments),
         prog=PROG,
         description=__doc__.splitlines()[0],
         formatter_class=DefaultOnceHelpFormatter,
@@ -125,7 +116,7 @@ def format_thresholds(names, thresholds, positives, notes) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     def command() -> int:
-        args, data_args, runtime, extra = build_parser().parse_args_into_dataclasses(argv)
+        args, batching, data_args, runtime, extra = build_parser().parse_args_into_dataclasses(argv)
         set_threads(runtime.threads)
         resolve_device(args.device)
         check_checkpoint_directory(extra.model)
@@ -135,9 +126,9 @@ def main(argv: list[str] | None = None) -> int:
             model,
             processor,
             split,
-            batch_size=args.batch_size,
+            batch_size=batching.batch_size,
             show_progress=not args.quiet,
-            num_workers=args.num_workers,
+            num_workers=batching.num_workers,
         )
         calibration = calibrate_thresholds(
             result.scores, result.targets, args.strategy, args.target_precision, args.min_positives

@@ -8,6 +8,7 @@
 """
 
 import logging
+import os
 import re
 import sys
 import warnings
@@ -80,6 +81,28 @@ class RuntimeArguments:
             "many small products slow down sharply with more) or a number. See transformers_hsvlt.threads."
         },
     )
+
+
+DEFAULT_WORKERS = min(4, max(0, (os.cpu_count() or 1) - 1))
+
+
+@dataclass
+class BatchingArguments:
+    """How a command that runs a model over a dataset split batches it (shared by hsvlt-eval and hsvlt-calibrate)."""
+
+    batch_size: int = field(default=16, metadata={"help": "Images per forward pass."})
+    num_workers: int = field(
+        default=DEFAULT_WORKERS,
+        metadata={
+            "help": "Processes that decode and resize images while the model runs (default: cores - 1, at most 4)."
+        },
+    )
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"--batch_size must be at least 1, got {self.batch_size}.")
+        if self.num_workers < 0:
+            raise ValueError(f"--num_workers must be 0 or more, got {self.num_workers}.")
 
 
 EXIT_INTERRUPTED = 130

@@ -5,7 +5,6 @@ A checkpoint with calibrated thresholds (`hsvlt-calibrate`) also gets CP/CR/CF1/
 labelled with the split they were calibrated on, and as optimistic when that is the evaluated split."""
 
 import math
-import os
 import sys
 from dataclasses import dataclass, field
 
@@ -18,23 +17,14 @@ from ..evaluation.metrics import format_swept_table, multilabel_metrics, swept_t
 from ..evaluation.thresholds import dataset_location, describe_calibration
 from ..image_processing_multilabel import calibrated_thresholds
 from ..threads import set_threads
-from .common import EXIT_SUCCESS, DefaultOnceHelpFormatter, RuntimeArguments, run_command
+from .common import EXIT_SUCCESS, BatchingArguments, DefaultOnceHelpFormatter, RuntimeArguments, run_command
 
 
 PROG = "hsvlt-eval"
 
-DEFAULT_WORKERS = min(4, max(0, (os.cpu_count() or 1) - 1))
-
 
 @dataclass
 class EvalArguments:
-    batch_size: int = field(default=16, metadata={"help": "Images per forward pass."})
-    num_workers: int = field(
-        default=DEFAULT_WORKERS,
-        metadata={
-            "help": "Processes that decode and resize images while the model runs (default: cores - 1, at most 4)."
-        },
-    )
     json: str | None = field(
         default=None, metadata={"help": "Also write the results (with per-class AP) to this JSON file."}
     )
@@ -64,15 +54,11 @@ class EvalArguments:
             raise ValueError(f"--threshold must be in [0, 1], got {self.threshold}.")
         if self.top_k < 1:
             raise ValueError(f"--top_k must be at least 1, got {self.top_k}.")
-        if self.batch_size < 1:
-            raise ValueError(f"--batch_size must be at least 1, got {self.batch_size}.")
-        if self.num_workers < 0:
-            raise ValueError(f"--num_workers must be 0 or more, got {self.num_workers}.")
 
 
 def build_parser() -> HfArgumentParser:
     parser = HfArgumentParser(
-        (EvalArguments, DataArguments, RuntimeArguments),
+        (EvalArguments, BatchingArguments, DataArguments, RuntimeArguments),
         prog=PROG,
         description=__doc__.splitlines()[0],
         formatter_class=DefaultOnceHelpFormatter,
@@ -83,7 +69,7 @@ def build_parser() -> HfArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     def command() -> int:
-        eval_args, data_args, runtime, extra = build_parser().parse_args_into_dataclasses(argv)
+        eval_args, batching, data_args, runtime, extra = build_parser().parse_args_into_dataclasses(argv)
         set_threads(runtime.threads)
         resolve_device(eval_args.device)
         if eval_args.json:
@@ -96,12 +82,12 @@ def main(argv: list[str] | None = None) -> int:
             model,
             processor,
             split,
-            batch_size=eval_args.batch_size,
+            batch_size=batching.batch_size,
             skip_bad_images=eval_args.skip_bad_images,
             threshold=eval_args.threshold,
             top_k=eval_args.top_k,
             show_progress=not eval_args.quiet,
-            num_workers=eval_args.num_workers,
+            num_workers=batching.num_workers,
         )
         print(format_metric_table(result.metrics, result.class_names))
         print("\n" + format_extras(extras))
