@@ -6,7 +6,8 @@ Measured model: HSVLT-S, `HSVLTConfig(num_labels=80)` with random weights (`buil
 of HSVLT's BCE on random targets), an inference forward `benchmark.inference_step` (`eval()`, `torch.no_grad()`; the
 warm-up forward computes IVLA's weight products). After `--warmup` untimed steps of a mode, `--steps` steps run under
 one `torch.profiler.profile` (CPU activity); the tables give means per step. The CPU time of the same steps without
-the profiler (`time.process_time`, median) is given below each table, for the profiler's own overhead.
+the profiler (`time.process_time`, median) is given below each table, to compare with (the profiler's overhead and,
+on a machine shared with other work, the time spent waiting for a CPU).
 
 Parts:
 
@@ -47,10 +48,11 @@ autograd saves an operation's output for the backward (softmax, relu, tanh), the
 has 212 of them in a training step of HSVLT-S at 448x448 (the dispatch mode counts 9,050, this script 8,838), the
 code after it none.
 
-On another checkout of the package (e.g. the code before issue 21), run this script with that checkout first on the
-path:
+On another checkout of the package (e.g. the code before issue 21), run this script with that checkout's sources
+first on the path:
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/profile_parts.py --label main --output /tmp/parts_main.md
+    OMP_NUM_THREADS=1 PYTHONPATH=/path/to/other/checkout/src python benchmarks/profile_parts.py --label before
 
 The runs behind `benchmarks/results.md` ("Per-part profile (issue 21)") are listed there.
 """
@@ -191,11 +193,13 @@ def is_counted_operation(event: FunctionEvent) -> bool:
 
 @dataclass
 class PartProfile:
-    """Self CPU time (microseconds) and operations per `(part, phase)`, summed over `steps` profiled steps."""
+    """Self CPU time (microseconds) and operations per `(part, phase)`, and the autograd nodes evaluated in the backward
+    per `(part, node name)`, summed over `steps` profiled steps."""
 
     steps: int
     cpu_us: Counter = field(default_factory=Counter)
     operations: Counter = field(default_factory=Counter)
+    nodes: Counter = field(default_factory=Counter)
 
     def milliseconds(self, part: str | None = None, phase: str | None = None) -> float:
         return _total(self.cpu_us, part, phase) / 1e3 / self.steps
@@ -231,6 +235,7 @@ def attribute(events: list[FunctionEvent], steps: int) -> PartProfile:
             if event.sequence_nr >= 0:
                 last_node_part = node_parts.get(event.sequence_nr, OTHER)
             part = last_node_part  # `AccumulateGrad` runs right after the node that gave the gradient
+            result.nodes[part, event.name.removeprefix(NODE_PREFIX)] += 1
         return part
 
     def visit(event: FunctionEvent, part: str, phase: str, inside_operation: bool) -> None:
