@@ -23,6 +23,8 @@ REMOTE_CODE_FILES = (
     "configuration_family.py",
     "configuration_hsvlt.py",
     "modeling_hsvlt.py",
+    "modeling_hsvlt_attention.py",
+    "modeling_hsvlt_backward.py",
     "modeling_hsvlt_encoder.py",
     "modeling_family.py",
     "multilabel_losses.py",
