@@ -29,6 +29,8 @@ EXPECTED_FILES = [
     "model.safetensors",
     "modeling_family.py",
     "modeling_hsvlt.py",
+    "modeling_hsvlt_attention.py",
+    "modeling_hsvlt_backward.py",
     "modeling_hsvlt_encoder.py",
     "multilabel_losses.py",
     "pipeline_multilabel.py",

@@ -56,7 +56,7 @@ def test_export_with_fixed_batch_and_image_size(tmp_path):
 @pytest.mark.slow
 def test_export_uses_the_weight_products(tmp_path, monkeypatch):
     """The exported graph computes IVLA with the weight products (constant-folded by ONNX Runtime at load time)."""
-    from transformers_hsvlt.modeling_hsvlt_encoder import HSVLTWeightProducts
+    from transformers_hsvlt.modeling_hsvlt_attention import HSVLTWeightProducts
 
     calls = []
     compute = HSVLTWeightProducts.compute.__func__

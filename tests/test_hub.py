@@ -14,12 +14,8 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForImageClassification, Trainer, TrainingArguments, pipeline
 
 from transformers_hsvlt import HSVLTForMultiLabelClassification, MultiLabelImageProcessor
-from transformers_hsvlt.hub import (
-    create_model_card,
-    prepare_for_push,
-    push_checkpoint_to_hub,
-    save_model_card,
-)
+from transformers_hsvlt.hub import prepare_for_push, push_checkpoint_to_hub
+from transformers_hsvlt.model_card import create_model_card, save_model_card
 
 
 REPO_ID = "my-user/hsvlt-s-voc2007"
@@ -27,6 +23,8 @@ REMOTE_CODE_FILES = (
     "configuration_family.py",
     "configuration_hsvlt.py",
     "modeling_hsvlt.py",
+    "modeling_hsvlt_attention.py",
+    "modeling_hsvlt_backward.py",
     "modeling_hsvlt_encoder.py",
     "modeling_family.py",
     "multilabel_losses.py",

@@ -237,6 +237,8 @@ def test_save_and_load_round_trip(config, tmp_path):
     for name in (
         "configuration_hsvlt.py",
         "modeling_hsvlt.py",
+        "modeling_hsvlt_attention.py",
+        "modeling_hsvlt_backward.py",
         "modeling_hsvlt_encoder.py",
         "modeling_family.py",
         "multilabel_losses.py",

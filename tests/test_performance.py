@@ -13,7 +13,8 @@ from transformers import ConvNextConfig, ConvNextForImageClassification
 
 from transformers_hsvlt import HSVLTConfig, HSVLTForMultiLabelClassification
 from transformers_hsvlt.hsvlt.conversion import convert_authors_state_dict, rename_authors_key
-from transformers_hsvlt.modeling_hsvlt_encoder import HSVLTLayer, HSVLTVisualLinguisticAttention
+from transformers_hsvlt.modeling_hsvlt_attention import HSVLTVisualLinguisticAttention
+from transformers_hsvlt.modeling_hsvlt_encoder import HSVLTLayer
 from transformers_hsvlt.multilabel_losses import multilabel_loss
 
 

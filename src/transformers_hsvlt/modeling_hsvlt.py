@@ -23,7 +23,8 @@ from transformers.utils.generic import can_return_tuple
 
 from .configuration_hsvlt import HSVLTConfig
 from .modeling_family import FamilyPreTrainedModel, check_finite_pixels
-from .modeling_hsvlt_encoder import HSVLTEncoder, HSVLTLayer, HSVLTModelOutput, HSVLTVisualLinguisticAttention
+from .modeling_hsvlt_attention import HSVLTVisualLinguisticAttention
+from .modeling_hsvlt_encoder import HSVLTEncoder, HSVLTLayer, HSVLTModelOutput
 from .multilabel_losses import multilabel_loss
 
 

@@ -23,7 +23,7 @@ from ..checkpoints import load_checkpoint, resolve_device, write_checkpoint
 from ..data import DataArguments, load_split
 from ..evaluation import evaluate_split
 from ..evaluation.thresholds import STRATEGIES, calibrate_thresholds, dataset_location, describe_calibration
-from ..hub import with_thresholds_section
+from ..model_card import with_thresholds_section
 from ..threads import set_threads
 from .common import EXIT_SUCCESS, BatchingArguments, DefaultOnceHelpFormatter, RuntimeArguments, run_command
 

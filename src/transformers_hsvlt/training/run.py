@@ -30,7 +30,8 @@ from ..evaluation import (
     per_class_by_name,
     write_results,
 )
-from ..hub import TRAINING_ARGUMENTS_IN_CARD, push_checkpoint_to_hub
+from ..hub import push_checkpoint_to_hub
+from ..model_card import TRAINING_ARGUMENTS_IN_CARD
 from ..registry import get_architecture
 from ..visualization.plots import save_evaluation_plots
 from .arguments import ModelArguments, OutputArguments
