@@ -21,7 +21,8 @@ Parts:
   (`ones_like`) and what the autograd engine runs outside its nodes.
 
 Forward: the module hooks of `part_scopes` open `torch.profiler.record_function` scopes named `part: <part>` (module
-class names as in `modeling_hsvlt.py` and `modeling_hsvlt_encoder.py`, the same before and after issue 21). The model
+class names as in `modeling_hsvlt.py`, `modeling_hsvlt_encoder.py` and `modeling_hsvlt_attention.py`, the same before
+and after issue 21). The model
 opens an `other` scope, which switches to `CSA` when `HSVLTModel` returns (CSA is a `torch.cat` in the model's
 forward, no module) and to `head` when the classifier starts, so the loss counts for the head. Stages, blocks and the
 stem open `ConvNeXt` scopes; a block's scope switches to the label side when its IVLA starts (forward pre-hook of
