@@ -156,7 +156,9 @@ def measure_label_count(num_labels: int, history: dict[str, list[Row]], args) ->
     return rows
 
 
-def measure(args) -> list[Row]:
+def measure(args, started: datetime.datetime, load_at_start: str) -> list[Row]:
+    """Every label count in increasing order; the report is written after each one (an interrupted run keeps what it
+    measured)."""
     history = {name: [] for name in args.architectures}
     rows = []
     for num_labels in sorted(args.num_labels):
@@ -164,6 +166,8 @@ def measure(args) -> list[Row]:
             history[row.architecture].append(row)
             rows.append(row)
             print(f"{row.architecture} {num_labels} labels: {row.gmacs} GMACs, {row.skipped}", file=sys.stderr)
+        if args.output:
+            args.output.write_text(report(rows, args, started, (load_at_start, load_average())), encoding="utf-8")
     return rows
 
 
@@ -244,11 +248,8 @@ def main(argv=None) -> list[Row]:
     torch.set_num_threads(args.threads)
     started = datetime.datetime.now(datetime.UTC)
     load_at_start = load_average()
-    rows = measure(args)
-    text = report(rows, args, started, (load_at_start, load_average()))
-    print(text)
-    if args.output:
-        args.output.write_text(text, encoding="utf-8")
+    rows = measure(args, started, load_at_start)
+    print(report(rows, args, started, (load_at_start, load_average())))
     return rows
 
 
