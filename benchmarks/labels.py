@@ -19,8 +19,8 @@ label count of `--num-labels`. For each it reports, batch 1:
   runs once, in turn, so that a change in the machine's load hits them alike.
 * Peak memory of an inference forward and of a training step (forward and backward of the loss): the peak of the
   bytes held by torch's CPU allocator during the step above what it held before (`benchmark.cpu_peak_bytes`).
-* Training steps at the label counts of `--training-labels`: peak memory and the CPU time of one step after a
-  warm-up step.
+* Training steps at the label counts of `--training-labels` (the two smaller ones predict the largest one's memory):
+  peak memory and the CPU time of one step after a warm-up step.
 
 A label count is skipped for an architecture when the counts already measured predict, by linear extrapolation in
 the number of labels, float32 weights or a training step's peak above `--memory-limit`, or an inference forward
@@ -77,7 +77,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--architectures", nargs="+", default=list(ARCHITECTURES), choices=ARCHITECTURES)
     parser.add_argument("--num-labels", nargs="+", type=int, default=list(LABEL_COUNTS))
-    parser.add_argument("--training-labels", nargs="+", type=int, default=[4000], help="Also train at these counts.")
+    parser.add_argument("--training-labels", nargs="+", type=int, default=[80, 1000, 4000])
     parser.add_argument("--preset", help="Another preset than each architecture's paper preset, e.g. `tiny`.")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
@@ -218,11 +218,11 @@ def per_label_table(rows: list[Row], architectures: list[str]) -> list[str]:
 
 
 def report(rows: list[Row], args, started: datetime.datetime, loads: tuple[str, str]) -> str:
-    preset = f"`{args.preset}` presets" if args.preset else "paper presets"
+    preset = f"`{args.preset}` preset" if args.preset else "paper preset"
     conditions = (
         f"{started:%Y-%m-%d %H:%M} UTC, {machine_description(SimpleNamespace(device='cpu'))}, torch {torch.__version__}, "
         f"transformers {transformers.__version__}; load average {loads[0]} at the start, {loads[1]} at the end. "
-        f"{preset}, batch 1, float32; inference times are the median CPU time of {args.repeats} interleaved rounds."
+        f"Every architecture at its {preset}, batch 1, float32; inference times are the median CPU time of {args.repeats} interleaved rounds."
     )
     return "\n".join(
         [

@@ -51,7 +51,7 @@ def test_main_measures_every_architecture_and_the_per_label_cost(tmp_path):
     assert slope == hsvlt_macs_per_label(hsvlt_config)
 
     report = output.read_text()
-    assert "`tiny` presets" in report and "load average" in report and torch.__version__ in report
+    assert "`tiny` preset" in report and "load average" in report and torch.__version__ in report
     table_rows = [line.split("|")[1:-1] for line in report.splitlines() if line.startswith("| hsvlt |")]
     gmacs_column = {int(cells[1]): float(cells[3]) for cells in table_rows if len(cells) == 8}
     assert gmacs_column == pytest.approx({5: by_key["hsvlt", 5].gmacs, 20: by_key["hsvlt", 20].gmacs}, rel=1e-3)
