@@ -48,8 +48,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def paper_size_model(name: str, num_labels: int) -> torch.nn.Module:
-    """The architecture at its paper preset, with random weights and a random label side of the right shapes."""
+def paper_size_model(name: str, num_labels: int, preset: str | None = None) -> torch.nn.Module:
+    """The architecture at its paper preset (or at `preset`, e.g. `tiny`), with random weights and a random label side
+    of the right shapes."""
     architecture = get_architecture(name)
     names = [f"label {index}" for index in range(num_labels)]
     rng = np.random.default_rng(0)
@@ -61,8 +62,8 @@ def paper_size_model(name: str, num_labels: int) -> torch.nn.Module:
         pairs = present.T @ present
         np.fill_diagonal(pairs, 0)
         side.cooccurrence = LabelCooccurrence(counts=present.sum(0), pair_counts=pairs)
-    preset = architecture.presets[architecture.default_preset]
-    return architecture.build(dict(preset.config), side, None)
+    config = architecture.presets[preset or architecture.default_preset].config
+    return architecture.build(dict(config), side, None)
 
 
 def inference(model, pixel_values) -> None:

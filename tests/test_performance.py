@@ -2,13 +2,14 @@
 torch.compile, gradient checkpointing (also through Trainer)."""
 
 import copy
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import tiny_config
 from reference_hsvlt import random_authors_state_dict, reference_logits
-from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import ConvNextConfig, ConvNextForImageClassification
 
 from transformers_hsvlt import HSVLTConfig, HSVLTForMultiLabelClassification
@@ -16,6 +17,10 @@ from transformers_hsvlt.hsvlt.conversion import convert_authors_state_dict, rena
 from transformers_hsvlt.modeling_hsvlt_attention import HSVLTVisualLinguisticAttention
 from transformers_hsvlt.modeling_hsvlt_encoder import HSVLTLayer
 from transformers_hsvlt.multilabel_losses import multilabel_loss
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from operations import AtenOperationCounter  # noqa: E402
 
 
 def count_cpu_flash_attention():
@@ -481,18 +486,6 @@ def test_hand_written_label_update_gives_the_module_gradients(overrides, fold):
     torch.testing.assert_close(fused_outputs.loss, module_outputs.loss, rtol=1e-5, atol=1e-6)
     assert_same_gradients(fused_gradients, module_gradients, rtol=1e-5, atol=1e-6)
     assert len(fused_gradients) == len(list(model.parameters()))
-
-
-class AtenOperationCounter(TorchDispatchMode):
-    """Counts every aten operation dispatched (views, transposes and autograd's own operations included)."""
-
-    def __init__(self):
-        super().__init__()
-        self.count = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.count += 1
-        return func(*args, **(kwargs or {}))
 
 
 def operation_counts(model, pixel_values, labels):
