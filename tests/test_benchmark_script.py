@@ -1,28 +1,11 @@
 """`benchmarks/benchmark.py` is run on GPUs by users and on this CPU by us: its whole path (tiny models, every backend
 and precision a GPU run uses, the batch-size search, the CUDA report) is checked here on the CPU."""
 
-import importlib.util
-import sys
 from functools import partial
-from pathlib import Path
 
+import benchmark as benchmark_script
 import pytest
 import torch
-
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-@pytest.fixture(scope="module")
-def benchmark_script():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location("benchmark", BENCHMARKS / "benchmark.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(BENCHMARKS))
 
 
 def table_rows(text: str) -> dict[tuple[str, str, str], list[str]]:
@@ -36,7 +19,7 @@ def table_rows(text: str) -> dict[tuple[str, str, str], list[str]]:
 
 
 @pytest.mark.slow
-def test_every_backend_and_precision_of_a_gpu_run_measures_on_the_cpu(benchmark_script, tmp_path, monkeypatch):
+def test_every_backend_and_precision_of_a_gpu_run_measures_on_the_cpu(tmp_path, monkeypatch):
     """Eager and `torch.compile(mode="reduce-overhead")` (with `aot_eager`, which traces what inductor would compile,
     in seconds), fp32 and bf16 autocast, inference and training: every cell of the report is measured, and every
     reduce-overhead step starts a CUDA-graph step. (`compile` differs from `compile-reduce-overhead` only by its
@@ -72,7 +55,7 @@ def test_every_backend_and_precision_of_a_gpu_run_measures_on_the_cpu(benchmark_
 
 @pytest.mark.parametrize("limit", [1, 37, 64, 1024])
 @pytest.mark.parametrize("capacity", [0, 1, 5, 37, 64, 500])
-def test_largest_batch_finds_the_capacity_in_logarithmic_tries(benchmark_script, capacity, limit):
+def test_largest_batch_finds_the_capacity_in_logarithmic_tries(capacity, limit):
     tried = []
 
     def fits(batch_size):
@@ -83,7 +66,7 @@ def test_largest_batch_finds_the_capacity_in_logarithmic_tries(benchmark_script,
     assert max(tried) <= limit and len(tried) <= 2 * limit.bit_length() + 1
 
 
-def test_an_out_of_memory_error_ends_the_batch_search(benchmark_script, monkeypatch):
+def test_an_out_of_memory_error_ends_the_batch_search(monkeypatch):
     """`fits_in_memory` runs the real training step; one that runs out of memory above 3 images is caught, so the
     search stops at 3 and the model keeps no gradients from the failed tries."""
     (model,) = benchmark_script.build_models(4, [benchmark_script.FOLDED], "tiny").values()
@@ -108,7 +91,7 @@ def test_an_out_of_memory_error_ends_the_batch_search(benchmark_script, monkeypa
     assert all(parameter.grad is None for parameter in model.parameters())
 
 
-def test_the_cuda_report_gives_the_largest_training_batch(benchmark_script):
+def test_the_cuda_report_gives_the_largest_training_batch():
     args = benchmark_script.parse_args(["--device", "cuda", "--batch-size", "4", "--repeats", "1"])
     measurement = benchmark_script.Measurement(
         benchmark_script.FOLDED, "compile-reduce-overhead", "contiguous", "bf16", 4e10

@@ -1,16 +1,11 @@
 """`benchmarks/labels.py`, the label-count scaling benchmark: its main path end to end on the tiny presets, and the
 limits that keep it from building models that cannot fit."""
 
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
+import labels as labels_benchmark
 import pytest
 import torch
-
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import labels as labels_benchmark  # noqa: E402
 
 
 def hsvlt_macs_per_label(config) -> int:

@@ -2,13 +2,12 @@
 torch.compile, gradient checkpointing (also through Trainer)."""
 
 import copy
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import tiny_config
+from operations import AtenOperationCounter
 from reference_hsvlt import random_authors_state_dict, reference_logits
 from transformers import ConvNextConfig, ConvNextForImageClassification
 
@@ -17,10 +16,6 @@ from transformers_hsvlt.hsvlt.conversion import convert_authors_state_dict, rena
 from transformers_hsvlt.modeling_hsvlt_attention import HSVLTVisualLinguisticAttention
 from transformers_hsvlt.modeling_hsvlt_encoder import HSVLTLayer
 from transformers_hsvlt.multilabel_losses import multilabel_loss
-
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from operations import AtenOperationCounter  # noqa: E402
 
 
 def count_cpu_flash_attention():

@@ -1,20 +1,14 @@
 """`benchmarks/profile_parts.py`: the CPU time and operations of a training step and of an inference forward of a tiny
 HSVLT are attributed to every part (ConvNeXt, IVLA label side, CSA, head), and add up."""
 
-import sys
-from pathlib import Path
-
+import profile_parts
 import pytest
 import torch
+from benchmark import inference_step, training_step
 from conftest import tiny_config
-from test_performance import AtenOperationCounter
+from operations import AtenOperationCounter
 
 from transformers_hsvlt import HSVLTForMultiLabelClassification
-
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import profile_parts  # noqa: E402
-from benchmark import inference_step, training_step  # noqa: E402
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
