@@ -1,4 +1,5 @@
 import os
+import signal
 
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -107,3 +108,10 @@ def parameters_after_one_update(model, dataset, batch_size: int, accumulation_st
     )
     Trainer(model=model, args=arguments, train_dataset=dataset).train()
     return {name: parameter.detach().clone() for name, parameter in model.named_parameters() if parameter.requires_grad}
+
+
+CTRL_C_RETURN_CODES = (130, -signal.SIGINT)
+"""How a command stopped by Ctrl-C ends, as `subprocess` reports it: `exit(130)`; or, when the command runs as
+`python -m ...` and the KeyboardInterrupt surfaced through code a library evaluates with `PyRun_*`, CPython's flag of
+an unhandled interrupt stays set although the command caught it, and the interpreter ends by re-raising SIGINT (-2).
+A shell reports both as 130; console scripts (`hsvlt-eval`) always exit with 130."""

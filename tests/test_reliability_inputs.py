@@ -24,6 +24,7 @@ from io import BytesIO
 import numpy as np
 import pytest
 import test_reliability_commands as commands
+from conftest import CTRL_C_RETURN_CODES
 from PIL import Image
 
 from transformers_hsvlt.cli.demo import main as demo_main
@@ -457,14 +458,14 @@ def test_ctrl_c_in_predict_and_eval_is_one_line(checkpoint, images, tmp_path):
         ["transformers_hsvlt.cli.predict", checkpoint, *(images * 400), "--batch_size", "1", "--threads", "1"],
         ready=str(images[0]),
     )
-    assert predicted.returncode == 130, predicted.stdout[-2000:]
+    assert predicted.returncode in CTRL_C_RETURN_CODES, predicted.stdout[-2000:]
     assert "Traceback" not in predicted.stdout and predicted.stdout.count("hsvlt-predict: interrupted") == 1
     evaluated = _interrupted(
         ["transformers_hsvlt.cli.evaluate", checkpoint, "--dataset", "digits", "--digits_test_size", "2000",
          "--batch_size", "1", "--num_workers", "0", "--threads", "1"],
         ready="%",
     )  # fmt: skip
-    assert evaluated.returncode == 130, evaluated.stdout[-2000:]
+    assert evaluated.returncode in CTRL_C_RETURN_CODES, evaluated.stdout[-2000:]
     assert "Traceback" not in evaluated.stdout and evaluated.stdout.count("hsvlt-eval: interrupted") == 1
 
 
