@@ -110,6 +110,12 @@ def parameters_after_one_update(model, dataset, batch_size: int, accumulation_st
     return {name: parameter.detach().clone() for name, parameter in model.named_parameters() if parameter.requires_grad}
 
 
+def restore_default_sigint() -> None:
+    """`preexec_fn` of a command that a test interrupts: a process started in the background by a non-interactive
+    shell (`bash .ci/run &`) inherits SIGINT ignored, and so would the command, which then never sees the Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 CTRL_C_RETURN_CODES = (130, -signal.SIGINT)
 """How a command stopped by Ctrl-C ends, as `subprocess` reports it: `exit(130)`; or, when the command runs as
 `python -m ...` and the KeyboardInterrupt surfaced through code a library evaluates with `PyRun_*`, CPython's flag of

@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 import torch
-from conftest import CTRL_C_RETURN_CODES, tiny_config
+from conftest import CTRL_C_RETURN_CODES, restore_default_sigint, tiny_config
 from PIL import Image
 from reference_hsvlt import write_authors_checkpoint
 from safetensors.torch import load_file, save_file
@@ -896,7 +896,8 @@ def test_ctrl_c_says_where_the_last_checkpoint_is(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     with open(stderr, "w") as stderr_file:
         process = subprocess.Popen([sys.executable, "-m", "transformers_hsvlt.cli.train", *map(str, arguments)],
-                                   stdout=subprocess.DEVNULL, stderr=stderr_file, env=env)  # fmt: skip
+                                   stdout=subprocess.DEVNULL, stderr=stderr_file, env=env,
+                                   preexec_fn=restore_default_sigint)  # fmt: skip
         try:
             deadline = time.monotonic() + 120
             while not (output_dir / "checkpoint-2" / "trainer_state.json").exists():

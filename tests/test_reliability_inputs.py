@@ -24,7 +24,7 @@ from io import BytesIO
 import numpy as np
 import pytest
 import test_reliability_commands as commands
-from conftest import CTRL_C_RETURN_CODES
+from conftest import CTRL_C_RETURN_CODES, restore_default_sigint
 from PIL import Image
 
 from transformers_hsvlt.cli.demo import main as demo_main
@@ -443,7 +443,7 @@ def _interrupted(command: list[str], ready: str) -> subprocess.CompletedProcess:
     read as it comes, not by lines), and wait for it."""
     environment = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen([sys.executable, "-m", *map(str, command)], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, env=environment)  # fmt: skip
+                               stderr=subprocess.STDOUT, env=environment, preexec_fn=restore_default_sigint)  # fmt: skip
     output = b""
     while ready.encode() not in output and process.poll() is None:
         output += os.read(process.stdout.fileno(), 1 << 16)

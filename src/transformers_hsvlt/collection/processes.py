@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
+from ..distributed import let_collective_workers_finish
 from ..images import ImageLoadError
 from .sources import Collection, load_source
 
@@ -71,6 +72,7 @@ class Processes:
 
     def close(self) -> None:
         if self.world_size > 1 and dist.is_initialized():
+            let_collective_workers_finish()
             dist.destroy_process_group()
 
 

@@ -50,7 +50,7 @@ from .resume import (
     run_record,
     write_run_record,
 )
-from .trainer import FamilyTrainer, check_distributed_launch
+from .trainer import FamilyTrainer, check_distributed_launch, warn_if_fsdp_is_ignored
 
 
 PLOTS_DIRECTORY = "plots"
@@ -114,6 +114,7 @@ def train(
     argument and input is checked (data read, model built) before anything in `output_dir` is removed, and the
     output directory is locked against a second training for the whole run."""
     check_distributed_launch(training_args)
+    warn_if_fsdp_is_ignored(training_args)
     architecture = get_architecture(model_args.model)
     recipe = resolve_recipe(architecture, model_args)
     record = {**run_record(model_args, data_args, training_args), "recipe": recipe.to_dict()}
@@ -171,8 +172,11 @@ def train_in_output_dir(
             remove_previous_checkpoints(training_args.output_dir)
         write_run_record(training_args.output_dir, record)
     optimizer_states = 0 if training_args.save_only_model else 2
-    with naming_a_full_disk(training_args.output_dir, model, optimizer_states):
-        trainer.train(resume_from_checkpoint=resume_checkpoint)
+    try:
+        with naming_a_full_disk(training_args.output_dir, model, optimizer_states):
+            trainer.train(resume_from_checkpoint=resume_checkpoint)
+    finally:
+        trainer.end()  # every process leaves the distributed group: what follows runs in process 0 alone
     if not trainer.is_world_process_zero():
         return {}
     final = final_evaluation(trainer.model, image_processor, splits["eval"], training_args, output_args)

@@ -11,9 +11,14 @@ import os
 
 import torch
 from transformers import Trainer, TrainingArguments
+from transformers.utils import logging
 
+from ..distributed import let_collective_workers_finish
 from .recipe import Recipe
 from .schedule import PlateauCallback, WarmupReduceLROnPlateau, multistep_by_epoch
+
+
+logger = logging.get_logger(__name__)
 
 
 class FamilyTrainer(Trainer):
@@ -31,6 +36,13 @@ class FamilyTrainer(Trainer):
         self.recipe = recipe or Recipe()
         if self.recipe.lr_schedule == "warmup_plateau":
             self.add_callback(PlateauCallback())
+
+    def end(self):
+        """`Trainer.end` (destroy the process group), once gloo's workers are done with training's last collective
+        (`Trainer.store_flos`, right before `train` returns): see `let_collective_workers_finish`."""
+        if self.args.world_size > 1:
+            let_collective_workers_finish()
+        super().end()
 
     def compute_loss(self, model, inputs, *args, **kwargs):
         if model.training and self.train_augmentation is not None:
@@ -108,4 +120,14 @@ def check_distributed_launch(training_args: TrainingArguments) -> None:
             f"launched as {launched} processes (WORLD_SIZE={launched}) but set up for single-process training, so each "
             f"process would train alone and write the same {training_args.output_dir}. Without GPUs, add "
             "--use_cpu true for distributed CPU training (gloo); with GPUs, check that they are visible."
+        )
+
+
+def warn_if_fsdp_is_ignored(training_args: TrainingArguments) -> None:
+    """Say so when `--fsdp` will not shard: without GPUs accelerate runs the processes as plain DDP, each holding the
+    whole model, its gradients and optimizer state."""
+    if training_args.fsdp and training_args.device.type == "cpu":
+        logger.warning(
+            "--fsdp is ignored on CPU: accelerate trains without sharding (DDP: every process holds the whole model, "
+            "its gradients and optimizer state); FSDP needs GPUs."
         )
