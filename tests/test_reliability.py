@@ -375,6 +375,7 @@ def test_fsdp2_sharded_step_has_the_gradients_of_one_process(tmp_path):
     assert sum(gradient is not None for gradient in sharded.values()) > 100
 
 
+@pytest.mark.slow
 def test_training_leaves_the_process_group(tmp_path):
     """`hsvlt-train` destroys the distributed group when training ends (what follows runs in process 0 alone): a
     process exiting with a live gloo group can abort."""
