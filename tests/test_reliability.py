@@ -40,7 +40,7 @@ from transformers_hsvlt.cli import evaluate as eval_cli
 from transformers_hsvlt.cli import predict as predict_cli
 from transformers_hsvlt.cli import train as train_cli
 from transformers_hsvlt.data import DIGIT_CLASS_NAMES, multilabel_features
-from transformers_hsvlt.distributed import let_collective_workers_finish
+from transformers_hsvlt.distributed import leave_process_group
 from transformers_hsvlt.evaluation import evaluate_split
 from transformers_hsvlt.images import ImageLoadError
 from transformers_hsvlt.modeling_hsvlt_encoder import HSVLTLayer
@@ -336,8 +336,7 @@ def _sharded_gradients(rank: int, init_file: str, output: str) -> None:
         if rank == 0:
             torch.save(gradients, output)
     finally:
-        let_collective_workers_finish()  # `full_tensor` all-gathered
-        dist.destroy_process_group()
+        leave_process_group()  # `full_tensor` all-gathered
 
 
 def _seeded_model() -> HSVLTForMultiLabelClassification:
@@ -384,8 +383,7 @@ def test_training_leaves_the_process_group(tmp_path):
         assert train_cli.main([*TINY_RUN, "--max_steps", "1", "--output_dir", str(tmp_path / "run")]) == 0
         assert not dist.is_initialized()
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        leave_process_group()
 
 
 def test_processes_launched_without_distributed_setup_are_refused(monkeypatch, tmp_path, capsys):

@@ -3,6 +3,8 @@
 
 import time
 
+import torch.distributed as dist
+
 
 GLOO_WORKERS_GRACE_SECONDS = 0.2
 """How long a process pauses, without the GIL, between its last collective and leaving the process group."""
@@ -16,3 +18,10 @@ def let_collective_workers_finish() -> None:
     main thread holds the GIL while it joins the worker) or aborts ("terminate called without an active exception",
     pytorch/pytorch#190489), and its launcher reports a finished run as failed. Sleeping releases the GIL."""
     time.sleep(GLOO_WORKERS_GRACE_SECONDS)
+
+
+def leave_process_group() -> None:
+    """Destroy the default process group, if any, once gloo's workers are done with the last collective."""
+    if dist.is_initialized():
+        let_collective_workers_finish()
+        dist.destroy_process_group()

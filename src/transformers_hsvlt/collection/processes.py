@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
-from ..distributed import let_collective_workers_finish
+from ..distributed import leave_process_group
 from ..images import ImageLoadError
 from .sources import Collection, load_source
 
@@ -71,9 +71,8 @@ class Processes:
         return all(gathered)
 
     def close(self) -> None:
-        if self.world_size > 1 and dist.is_initialized():
-            let_collective_workers_finish()
-            dist.destroy_process_group()
+        if self.world_size > 1:
+            leave_process_group()
 
 
 class PendingBatches(IterableDataset):
